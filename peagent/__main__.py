@@ -1,0 +1,5 @@
+import sys
+
+from peagent.cli import main
+
+sys.exit(main())

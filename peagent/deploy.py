@@ -1,0 +1,98 @@
+"""A deployment from start to finish: who am I, what is my task, where does it go, write, verify.
+
+The order is the safety argument. Everything that can refuse (fetching and validating the task,
+checking that it is meant for this machine, choosing the target, checking that the image fits)
+happens before the first byte is written; then the image is streamed and verified; only a
+verified image is reported as deployed. What happens after (reboot, power off) is returned to
+the caller, which in the PE is /init: power is PID 1's business.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from peagent.errors import PeagentError, TaskError
+from peagent.fetch import NotFoundError, RangeReader, candidate_urls, fetch_bytes
+from peagent.image.stream import write_image
+from peagent.inventory import Inventory, collect
+from peagent.plan import make_plan
+from peagent.progress import Progress
+from peagent.status import Reporter
+from peagent.task import Task, parse_task
+
+log = logging.getLogger("peagent")
+TASK_LIMIT = 1 << 20  # bytes; a task is a small document
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    task: str | None  # URL or path of the task; None: look it up on the DPs
+    dps: tuple[str, ...] = ()
+    status: str | None = None
+
+
+def task_lookup_refs(inventory: Inventory) -> list[str]:
+    """Where a machine's task is looked for on the DPs when none is named: by MAC, then default."""
+    return [f"tasks/{mac.replace(':', '-')}.json" for mac in inventory.macs()] + ["tasks/default.json"]
+
+
+def load_task(ref: str | None, dps: tuple[str, ...], inventory: Inventory) -> tuple[Task, str]:
+    """Fetch and validate the task; returns it and where it came from."""
+    if ref is not None and "://" not in ref and Path(ref).exists():
+        return parse_task(Path(ref).read_bytes()), ref
+    refs = [ref] if ref is not None else task_lookup_refs(inventory)
+    if ref is None and not dps:
+        raise TaskError("peagent.task", "a task URL, or DPs (peagent.dp) to look the task up on",
+                        "neither")
+    for candidate in refs:
+        urls = candidate_urls(candidate, dps)
+        try:
+            data = fetch_bytes(urls, TASK_LIMIT)
+        except NotFoundError:
+            if ref is not None:
+                raise
+            continue
+        return parse_task(data), urls[0]
+    raise NotFoundError(f"no task for this machine on the DPs (looked for {', '.join(refs)})")
+
+
+def deploy(options: DeployOptions, reporter: Reporter | None = None) -> Task:
+    """Run a deployment; returns the task (whose ``after`` says what to do next)."""
+    reporter = reporter or Reporter(options.status)
+    try:
+        return _deploy(options, reporter)
+    except PeagentError as exc:
+        reporter.emit("failed", str(exc), error_code=exc.code)
+        raise
+
+
+def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
+    inventory = collect()
+    reporter.machine = {"macs": inventory.macs(), "uuid": inventory.dmi.product_uuid,
+                        "serial": inventory.dmi.product_serial}
+    reporter.emit("inventory", f"{len(inventory.disks)} disk(s): "
+                  + (", ".join(d.summary() for d in inventory.disks) or "none")
+                  + f"; NICs {', '.join(inventory.macs()) or 'none'}")
+
+    task, source = load_task(options.task, options.dps, inventory)
+    reporter.deployment_id = task.deployment_id
+    reporter.emit("task", f"{task.deployment_id} from {source}")
+
+    plan = make_plan(task, inventory, options.dps)
+    for line in plan.render().splitlines():
+        log.info("plan: %s", line)
+    target = plan.target.disk
+    reporter.emit("write", f"{plan.image.url} -> {target.path}")
+
+    progress = Progress(task.image.size, lambda snap: reporter.progress("write", snap))
+    with RangeReader(plan.image_urls, on_retry=lambda m: reporter.emit("retry", m)) as reader:
+        result = write_image(reader, target.path, compression=task.image.compression,
+                             sha256=task.image.sha256, size=task.image.size, progress=progress.add)
+    progress.finish()
+    rate = result.size / result.seconds / (1 << 20) if result.seconds else 0.0
+    reporter.emit("verify", f"{result.size} bytes written to {target.path} in {result.seconds:.1f} s "
+                  f"({rate:.1f} MiB/s), sha256 {result.sha256} matches")
+    reporter.emit("done", f"deployed {task.image.url} to {target.path}; next: {task.after}")
+    return task

@@ -1,0 +1,108 @@
+"""The errors peagent raises on purpose.
+
+Every failure a user can cause or meet (a malformed task, no network, no suitable disk, a
+corrupt image) is a subclass of :class:`PeagentError`. Each class carries a stable ``code``
+(status events and dashboards group failures by it) and the ``exit_status`` the CLI returns, so
+scripts and the PE's /init can tell the causes apart without parsing messages. Messages say
+what was expected, what was found, and what to do about it. Anything else that escapes is a bug.
+
+Exit statuses:
+
+== ==================================================
+0  success
+1  internal error (a bug: please report it)
+2  invalid input: task document, command line, parameters
+3  no safe target disk (none, ambiguous, or refused)
+4  network: a task, image or DP could not be fetched
+5  verification: written bytes do not match the image
+6  image: unusable image (too large, unknown format)
+7  device: reading or writing a disk failed
+== ==================================================
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class PeagentError(Exception):
+    """Base of all deliberate errors."""
+
+    code = "error"
+    exit_status = 1
+
+
+class TaskError(PeagentError):
+    """The task document (or a boot parameter) is invalid: names the field, expectation and finding."""
+
+    code = "task.invalid"
+    exit_status = 2
+
+    def __init__(self, field: str, expected: str, found: str) -> None:
+        self.field = field
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{field}: expected {expected}, found {found}")
+
+
+class WrongMachineError(PeagentError):
+    """The task names a different machine than this one."""
+
+    code = "task.wrong_machine"
+    exit_status = 2
+
+
+class TargetError(PeagentError):
+    """No disk can be chosen safely: none matches, several match, or the match is refused."""
+
+    code = "target.refused"
+    exit_status = 3
+
+
+class FetchError(PeagentError):
+    """A task, image or other file could not be fetched from any distribution point."""
+
+    code = "fetch.failed"
+    exit_status = 4
+
+
+class VerifyError(PeagentError):
+    """The bytes written do not match the image's digest or size."""
+
+    code = "verify.mismatch"
+    exit_status = 5
+
+
+class ImageError(PeagentError):
+    """The image cannot be deployed: unknown compression, larger than the target, ..."""
+
+    code = "image.unusable"
+    exit_status = 6
+
+
+class DeviceError(PeagentError):
+    """Reading or writing a block device (or target file) failed."""
+
+    code = "device.io"
+    exit_status = 7
+
+
+def describe(value: object) -> str:
+    """A short rendering of a found value for error messages (never a whole document)."""
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + '..."'
+
+
+class UsageError(PeagentError):
+    """The command line asks for something impossible (a missing directory, a bad option)."""
+
+    code = "usage"
+    exit_status = 2

@@ -1,0 +1,1 @@
+"""The distribution point side: what ``peagent serve`` runs."""

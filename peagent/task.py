@@ -1,0 +1,211 @@
+"""The task document: what to do to a machine, validated before anything happens.
+
+A task is a small, versioned JSON document, usually served by a distribution point (DP)::
+
+    {
+      "version": 1,
+      "id": "wave-42-ws0042",                       # deployment id (generated when absent)
+      "machine": {"mac": "52:54:00:12:34:56"},      # optional: refuse to run on another machine
+      "dps": ["http://dp1.example.com/"],           # optional: else the PE's peagent.dp
+      "target": {"hints": {"serial": "S3Z9NB0K"},   # optional: which disk (see peagent.hints)
+                 "allow_overwrite": false},          # a disk holding data is refused unless true
+      "image": {"url": "images/ws.img.zst",         # relative to a DP, or absolute http(s) URL
+                "sha256": "<64 hex digits>",         # digest of the raw (uncompressed) image
+                "size": 4294967296,                  # raw size in bytes (optional)
+                "compression": "zstd"},              # "zstd" or "none" (default: from the suffix)
+      "after": "reboot"                              # "reboot", "poweroff" or "none"
+    }
+
+:func:`parse_task` turns text into a :class:`Task` or raises :class:`~peagent.errors.TaskError`
+naming the field (as a dotted path), what was expected and what was found. Unknown fields are
+errors too, with a suggestion when the name looks like a typo: a misspelt safety setting must
+never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from peagent.errors import TaskError, describe
+from peagent.hints import Hints, parse_hints
+
+TASK_VERSION = 1
+AFTER_ACTIONS = ("reboot", "poweroff", "none")
+COMPRESSIONS = ("none", "zstd")
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
+_DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class MachineMatch:
+    """Identity a task is meant for; every given field must match this machine."""
+
+    mac: str | None = None
+    uuid: str | None = None
+    serial: str | None = None
+
+    def is_empty(self) -> bool:
+        return self.mac is None and self.uuid is None and self.serial is None
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    hints: Hints
+    allow_overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    url: str
+    sha256: str
+    size: int | None
+    compression: str
+
+
+@dataclass(frozen=True)
+class Task:
+    version: int
+    deployment_id: str
+    machine: MachineMatch
+    dps: tuple[str, ...]
+    target: TargetSpec
+    image: ImageSpec
+    after: str
+
+
+class Fields:
+    """Reads one JSON object field by field and refuses fields nobody asked for."""
+
+    def __init__(self, obj: object, path: str) -> None:
+        if not isinstance(obj, dict):
+            raise TaskError(path, "an object", describe(obj))
+        self.obj: dict[str, Any] = obj
+        self.path = path
+        self.known: list[str] = []
+
+    def field(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path != "task" else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], expected: str, default: Any = _MISSING) -> Any:
+        self.known.append(key)
+        if key not in self.obj:
+            if default is _MISSING:
+                raise TaskError(self.field(key), expected, "nothing (the field is required)")
+            return default
+        value = self.obj[key]
+        # JSON booleans are ints in Python; an int field must not accept true/false.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            raise TaskError(self.field(key), expected, describe(value))
+        return value
+
+    def done(self) -> None:
+        for key in self.obj:
+            if key not in self.known:
+                close = difflib.get_close_matches(key, self.known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TaskError(
+                    self.field(key), f"one of the fields {', '.join(self.known)}", f"unknown field{hint}"
+                )
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def parse_task(text: str | bytes) -> Task:
+    """Parse and validate a task document; raise TaskError on the first problem."""
+    try:
+        doc = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise TaskError("task", "a JSON document", f"invalid JSON{where}: {exc}") from None
+    top = Fields(doc, "task")
+    version = top.get("version", int, f"the task format version, {TASK_VERSION}")
+    if version != TASK_VERSION:
+        raise TaskError("version", f"{TASK_VERSION} (the version this agent reads)", describe(version))
+    deployment_id = top.get("id", str, "a deployment id of letters, digits and ._:-", None)
+    if deployment_id is None:
+        deployment_id = uuid.uuid4().hex
+    elif not _DEPLOYMENT_ID.fullmatch(deployment_id):
+        raise TaskError("id", "1-128 letters, digits and ._:- starting with a letter or digit",
+                        describe(deployment_id))
+    task = Task(
+        version=version,
+        deployment_id=deployment_id,
+        machine=_machine(top.get("machine", dict, "an object with mac, uuid or serial", {})),
+        dps=_dps(top.get("dps", list, "a list of http(s) URLs", []), "dps"),
+        target=_target(top.get("target", dict, "an object with hints and allow_overwrite", {})),
+        image=_image(top.get("image", dict, "an object with url and sha256")),
+        after=top.get("after", str, f"one of {', '.join(AFTER_ACTIONS)}", "reboot"),
+    )
+    if task.after not in AFTER_ACTIONS:
+        raise TaskError("after", f"one of {', '.join(AFTER_ACTIONS)}", describe(task.after))
+    top.done()
+    return task
+
+
+def _machine(obj: object) -> MachineMatch:
+    f = Fields(obj, "machine")
+    mac = f.get("mac", str, "a MAC address like 52:54:00:12:34:56", None)
+    if mac is not None:
+        if not _MAC.fullmatch(mac):
+            raise TaskError("machine.mac", "a MAC address like 52:54:00:12:34:56", describe(mac))
+        mac = mac.lower().replace("-", ":")
+    machine_uuid = f.get("uuid", str, "an SMBIOS UUID", None)
+    if machine_uuid is not None:
+        try:
+            machine_uuid = str(uuid.UUID(machine_uuid))
+        except ValueError:
+            raise TaskError("machine.uuid", "an SMBIOS UUID like 4c4c4544-0042-...",
+                            describe(machine_uuid)) from None
+    serial = f.get("serial", str, "the machine's serial number", None)
+    f.done()
+    return MachineMatch(mac=mac, uuid=machine_uuid, serial=serial)
+
+
+def _dps(items: list[object], field: str) -> tuple[str, ...]:
+    return tuple(check_http_url(item, f"{field}[{i}]") for i, item in enumerate(items))
+
+
+def check_http_url(value: object, field: str) -> str:
+    """Validate an http(s) URL, returning it; used for task fields and boot parameters alike."""
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+        raise TaskError(field, "an http:// or https:// URL", describe(value))
+    return value
+
+
+def _target(obj: object) -> TargetSpec:
+    f = Fields(obj, "target")
+    hints = parse_hints(f.get("hints", dict, "an object of root-device hints", {}), "target.hints")
+    allow = f.get("allow_overwrite", bool, "true or false", False)
+    f.done()
+    return TargetSpec(hints=hints, allow_overwrite=allow)
+
+
+def _image(obj: object) -> ImageSpec:
+    f = Fields(obj, "image")
+    url = f.get("url", str, "the image's URL or its path on the DPs")
+    if not url or any(c.isspace() for c in url):
+        raise TaskError("image.url", "a URL or a path without spaces", describe(url))
+    if "://" in url:
+        check_http_url(url, "image.url")
+    sha256 = f.get("sha256", str, "the sha256 of the raw image, 64 hex digits")
+    if not _SHA256.fullmatch(sha256):
+        raise TaskError("image.sha256", "64 hex digits (the sha256 of the raw image)", describe(sha256))
+    size = f.get("size", int, "the raw image size in bytes, a positive integer", None)
+    if size is not None and size <= 0:
+        raise TaskError("image.size", "a positive number of bytes", describe(size))
+    default_compression = "zstd" if url.endswith(".zst") else "none"
+    compression = f.get("compression", str, f"one of {', '.join(COMPRESSIONS)}", default_compression)
+    if compression not in COMPRESSIONS:
+        raise TaskError("image.compression", f"one of {', '.join(COMPRESSIONS)}", describe(compression))
+    f.done()
+    return ImageSpec(url=url, sha256=sha256.lower(), size=size, compression=compression)
