@@ -64,7 +64,7 @@ def deploy(options: DeployOptions, reporter: Reporter | None = None) -> Task:
     try:
         return _deploy(options, reporter)
     except PeagentError as exc:
-        reporter.emit("failed", str(exc), error_code=exc.code)
+        reporter.emit("failed", str(exc), echo=False, error_code=exc.code)  # the CLI prints it
         raise
 
 

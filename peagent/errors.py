@@ -98,7 +98,7 @@ def describe(value: object) -> str:
     if isinstance(value, list):
         return f"a list of {len(value)} items"
     text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + '..."'
+    return text if len(text) <= 60 else text[:56] + '..."'
 
 
 class UsageError(PeagentError):

@@ -33,6 +33,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to establish a connection
 READ_TIMEOUT = 15.0  # seconds without a byte before a link counts as stalled
 ATTEMPTS = 8  # consecutive failures without progress before giving up
 USER_AGENT = f"peagent/{__version__}"
+PIECE = 128 << 10  # bytes per socket read
 
 # What a flaky link looks like; anything else is a bug or a 4xx. Reading a streamed body goes
 # through urllib3 directly, whose errors requests does not wrap there.
@@ -141,7 +142,9 @@ class RangeReader:
             if self._response is None:
                 self._open_any()
             assert self._response is not None
-            data = self._response.raw.read(size)
+            # Small pieces: urllib3 reads until it has all it was asked for, and a piece that
+            # times out half-read is lost, so the piece bounds what a stall costs.
+            data = self._response.raw.read(min(size, PIECE))
             if not data and self.size is not None and self.position < self.size:
                 raise _ShortRead(f"connection closed at byte {self.position} of {self.size}")
             self.position += len(data)

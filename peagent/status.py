@@ -45,8 +45,10 @@ class Reporter:
         self.machine: dict[str, Any] = {}
         self._post_failed = False
 
-    def emit(self, phase: str, message: str, **fields: Any) -> None:
-        log.info("%s: %s", phase, message)
+    def emit(self, phase: str, message: str, *, echo: bool = True, **fields: Any) -> None:
+        """Report a phase; ``echo=False`` when the caller prints the message itself (errors)."""
+        if echo:
+            log.info("%s: %s", phase, message)
         self._post(Event(phase, message, self.deployment_id, self.machine, **fields))
 
     def progress(self, phase: str, snap: Snapshot) -> None:

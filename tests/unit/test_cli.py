@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peagent.cli import build_parser, main
+from peagent.inventory import Disk, Inventory
+
+INV = Inventory(disks=(Disk(name="vda", path="/dev/vda", size=10 << 30, transport="virtio", serial="S1"),))
+
+
+def write(tmp_path: Path, name: str, doc: object) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_help_lists_only_working_commands() -> None:
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert sorted(commands) == ["deploy", "inventory", "plan", "serve"]
+
+
+def test_plan_from_a_captured_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = write(tmp_path, "inv.json", INV.to_dict())
+    task = write(tmp_path, "t.json", {"version": 1, "id": "p1", "after": "none",
+                                      "image": {"url": "img.raw", "sha256": "d" * 64}})
+    assert main(["plan", task, "--inventory", inv, "--dp", "http://dp/"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("deployment p1\ntarget: /dev/vda (10.7 GB virtio, unknown model, serial S1)\n")
+    assert "  3. stay up\n" in out
+    assert main(["plan", task, "--inventory", inv, "--dp", "http://dp/", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["image"]["sources"] == ["http://dp/img.raw"]
+
+
+def test_errors_map_to_exit_statuses_with_their_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    inv = write(tmp_path, "inv.json", INV.to_dict())
+    bad = write(tmp_path, "bad.json", {"version": 1, "image": {"url": "x", "sha256": "d" * 64}, "after": "halt"})
+    assert main(["plan", bad, "--inventory", inv]) == 2
+    assert "error [task.invalid]: after: expected one of reboot, poweroff, none, found \"halt\"" in caplog.text
+    two = Inventory(disks=(*INV.disks, Disk(name="vdb", path="/dev/vdb", size=1 << 30)))
+    inv2 = write(tmp_path, "inv2.json", two.to_dict())
+    ok = write(tmp_path, "ok.json", {"version": 1, "image": {"url": "x", "sha256": "d" * 64}})
+    assert main(["plan", ok, "--inventory", inv2, "--dp", "http://dp/"]) == 3
+    assert "error [target.refused]: 2 disks are eligible" in caplog.text
+    assert main(["plan", ok, "--inventory", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read the inventory" in caplog.text

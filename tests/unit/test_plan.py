@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peagent.errors import ImageError, TaskError, WrongMachineError
+from peagent.inventory import Disk, Dmi, Inventory, Nic
+from peagent.plan import make_plan
+from peagent.task import parse_task
+
+SHA = "b" * 64
+INV = Inventory(
+    disks=(Disk(name="vda", path="/dev/vda", size=64 << 20, transport="virtio", serial="T1"),),
+    nics=(Nic(name="ens3", mac="52:54:00:12:34:56"),),
+    dmi=Dmi(product_uuid="4c4c4544-0042-3010-8048-b4c04f4e3232", product_serial="SN1"),
+)
+
+
+def task(**overrides: object):
+    doc: dict[str, object] = {"version": 1, "id": "d1",
+                              "image": {"url": "images/x.img.zst", "sha256": SHA, "size": 1 << 20}}
+    doc.update(overrides)
+    return parse_task(json.dumps(doc))
+
+
+def test_plan_resolves_sources_and_lists_steps() -> None:
+    plan = make_plan(task(after="poweroff"), INV, ("http://dp1:8080", "http://dp2/base/"))
+    assert plan.image_urls == ("http://dp1:8080/images/x.img.zst", "http://dp2/base/images/x.img.zst")
+    assert plan.render().splitlines() == [
+        "deployment d1",
+        "target: /dev/vda (0.1 GB virtio, unknown model, serial T1)",
+        "  because: the only eligible disk (no hints given)",
+        "  because: looks blank (no partition table or filesystem)",
+        "image sources: http://dp1:8080/images/x.img.zst, http://dp2/base/images/x.img.zst",
+        "steps:",
+        "  1. stream images/x.img.zst (zstd, 1048576 bytes) onto /dev/vda",
+        f"  2. verify sha256 {SHA} over every byte written",
+        "  3. power off",
+    ]
+    doc = plan.to_dict()
+    assert doc["target"]["path"] == "/dev/vda" and doc["image"]["sources"][1].startswith("http://dp2/")
+
+
+def test_task_dps_win_over_boot_dps() -> None:
+    plan = make_plan(task(dps=["http://task-dp/"]), INV, ("http://boot-dp/",))
+    assert plan.image_urls == ("http://task-dp/images/x.img.zst",)
+
+
+def test_relative_image_without_dps_is_an_error() -> None:
+    with pytest.raises(TaskError) as info:
+        make_plan(task(), INV, ())
+    assert info.value.field == "image.url"
+    assert info.value.found == "the relative path 'images/x.img.zst' and no DPs"
+
+
+def test_image_larger_than_the_target_is_refused() -> None:
+    big = task(image={"url": "http://dp/x.img", "sha256": SHA, "size": (64 << 20) + 1})
+    with pytest.raises(ImageError, match=r"larger than the target /dev/vda \(67108864 bytes\)"):
+        make_plan(big, INV)
+
+
+@pytest.mark.parametrize(("machine", "message"), [
+    ({"mac": "52:54:00:00:00:01"}, "the task is for MAC 52:54:00:00:00:01; this machine has 52:54:00:12:34:56"),
+    ({"uuid": "00000000-0000-0000-0000-000000000001"},
+     "the task is for SMBIOS UUID 00000000-0000-0000-0000-000000000001; this machine is 4c4c4544-"),
+    ({"serial": "SN2"}, "the task is for serial SN2; this machine is SN1"),
+])
+def test_a_task_for_another_machine_is_refused(machine, message) -> None:
+    with pytest.raises(WrongMachineError) as info:
+        make_plan(task(machine=machine), INV, ("http://dp/",))
+    assert str(info.value).startswith(message)
+
+
+def test_a_task_for_this_machine_passes() -> None:
+    t = task(machine={"mac": "52:54:00:12:34:56", "serial": "SN1",
+                      "uuid": "4C4C4544-0042-3010-8048-B4C04F4E3232"})
+    assert make_plan(t, INV, ("http://dp/",)).target.disk.name == "vda"

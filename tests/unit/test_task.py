@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peagent.errors import TaskError
+from peagent.task import parse_task
+
+SHA = "a" * 64
+
+
+def task(**overrides: object) -> str:
+    doc: dict[str, object] = {"version": 1, "image": {"url": "images/x.img.zst", "sha256": SHA}}
+    doc.update(overrides)
+    return json.dumps(doc)
+
+
+def error(text: str | bytes) -> TaskError:
+    with pytest.raises(TaskError) as info:
+        parse_task(text)
+    return info.value
+
+
+def test_minimal_task_gets_defaults() -> None:
+    t = parse_task(task())
+    assert t.image.compression == "zstd"
+    assert t.image.size is None
+    assert t.after == "reboot"
+    assert t.target.allow_overwrite is False
+    assert not t.target.hints
+    assert t.machine.is_empty()
+    assert len(t.deployment_id) == 32
+
+
+def test_full_task_is_normalised() -> None:
+    t = parse_task(task(
+        id="wave-1:ws42", machine={"mac": "52-54-00-AB-CD-EF", "uuid": "4C4C4544-0042-3010-8048-B4C04F4E3232"},
+        dps=["http://dp1/", "https://dp2:8443/x"], after="poweroff",
+        target={"hints": {"serial": "S1", "size": 64}, "allow_overwrite": True},
+        image={"url": "http://dp/raw.img", "sha256": SHA.upper(), "size": 4096},
+    ))
+    assert t.deployment_id == "wave-1:ws42"
+    assert t.machine.mac == "52:54:00:ab:cd:ef"
+    assert t.machine.uuid == "4c4c4544-0042-3010-8048-b4c04f4e3232"
+    assert t.dps == ("http://dp1/", "https://dp2:8443/x")
+    assert t.image.compression == "none" and t.image.sha256 == SHA and t.image.size == 4096
+    assert t.target.hints.describe() == "serial='S1', size=64"
+
+
+@pytest.mark.parametrize(("text", "field", "expected", "found"), [
+    ("{", "task", "a JSON document", "invalid JSON at line 1 column 2"),
+    ("[]", "task", "an object", "a list of 0 items"),
+    (task(version=2), "version", "1 (the version this agent reads)", "2"),
+    (json.dumps({"image": {}}), "version", "the task format version, 1", "nothing (the field is required)"),
+    (task(version=True), "version", "the task format version, 1", "true (a boolean)"),
+    (task(image={"url": "x"}), "image.sha256", "the sha256 of the raw image, 64 hex digits",
+     "nothing (the field is required)"),
+    (task(image={"url": "x", "sha256": "abc"}), "image.sha256", "64 hex digits (the sha256 of the raw image)",
+     '"abc"'),
+    (task(image={"url": "x", "sha256": SHA, "size": 0}), "image.size", "a positive number of bytes", "0"),
+    (task(image={"url": "x y", "sha256": SHA}), "image.url", "a URL or a path without spaces", '"x y"'),
+    (task(image={"url": "ftp://h/x", "sha256": SHA}), "image.url", "an http:// or https:// URL", '"ftp://h/x"'),
+    (task(image={"url": "x", "sha256": SHA, "compression": "gzip"}), "image.compression",
+     "one of none, zstd", '"gzip"'),
+    (task(after="halt"), "after", "one of reboot, poweroff, none", '"halt"'),
+    (task(dps=["dp1"]), "dps[0]", "an http:// or https:// URL", '"dp1"'),
+    (task(dps="http://dp1"), "dps", "a list of http(s) URLs", '"http://dp1"'),
+    (task(machine={"mac": "52:54:00"}), "machine.mac", "a MAC address like 52:54:00:12:34:56", '"52:54:00"'),
+    (task(machine={"uuid": "nope"}), "machine.uuid", "an SMBIOS UUID like 4c4c4544-0042-...", '"nope"'),
+    (task(id="-bad"), "id", "1-128 letters, digits and ._:- starting with a letter or digit", '"-bad"'),
+    (task(target={"allow_overwrite": "yes"}), "target.allow_overwrite", "true or false", '"yes"'),
+    (task(target={"hints": {"colour": "red"}}), "target.hints.colour",
+     "a hint key, one of size, model, vendor, serial, wwn, wwn_with_extension, wwn_vendor_extension, "
+     "name, rotational, hctl, by_path", "an unknown key"),
+    (task(target={"hints": {"size": "64"}}), "target.hints.size", "a size in GiB (integer)", '"64"'),
+    (task(target={"hints": {"rotational": 1}}), "target.hints.rotational", "true or false", "1"),
+])
+def test_invalid_tasks_name_field_expectation_and_finding(text, field, expected, found) -> None:
+    exc = error(text)
+    assert (exc.field, exc.expected) == (field, expected)
+    assert exc.found.startswith(found)
+    assert str(exc) == f"{field}: expected {expected}, found {exc.found}"
+
+
+def test_unknown_field_is_refused_with_a_suggestion() -> None:
+    exc = error(task(target={"allow_overwrit": True}))
+    assert exc.field == "target.allow_overwrit"
+    assert exc.found == "unknown field (did you mean 'allow_overwrite'?)"
+    assert error(task(colour="red")).found == "unknown field"
+
+
+def test_long_found_values_are_shortened() -> None:
+    exc = error(task(after="x" * 500))
+    assert len(exc.found) <= 60

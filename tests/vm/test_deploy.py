@@ -1,0 +1,154 @@
+"""The first deploy: in the PE, the agent fetches its task from a DP, writes the image to the
+target disk, verifies it, and powers off or reboots as the task says; and every bad input ends
+in a clear error on the console with the disk untouched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.support.dp import DPProcess
+from tests.support.images import mixed_image, sha256, zstd
+from tests.vm.pe import blank_disk, direct, exit_status
+from tests.vm.qemu import Drive
+
+IMAGE_SIZE = 40 << 20
+DISK_SIZE = 64 << 20
+
+
+def make_dp(workdir: Path, task: dict | str | None = None, seed: int = 7) -> tuple[Path, bytes]:
+    """A DP directory with a zstd image and, unless None, tasks/default.json."""
+    root = workdir / "dp"
+    (root / "images").mkdir(parents=True)
+    (root / "tasks").mkdir()
+    image = mixed_image(workdir / "image.raw", IMAGE_SIZE, seed)
+    zstd(workdir / "image.raw", root / "images" / "test.img.zst")
+    if task is not None:
+        text = task if isinstance(task, str) else json.dumps(task)
+        (root / "tasks" / "default.json").write_text(text)
+    return root, image
+
+
+def good_task(image: bytes, **overrides: object) -> dict:
+    task = {
+        "version": 1,
+        "id": "vm-test-0001",
+        "image": {"url": "images/test.img.zst", "sha256": sha256(image), "size": len(image)},
+        "after": "poweroff",
+    }
+    task.update(overrides)
+    return task
+
+
+def test_deploy_writes_exactly_the_image_verifies_and_reports(pe, workdir, netns, start_vm) -> None:
+    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
+    root, image = make_dp(workdir, good_task(image, after="reboot"))
+    disk = blank_disk(workdir / "target.img", DISK_SIZE)
+    with DPProcess(root, netns.prefix()) as dp:
+        params = f"peagent.dp={dp.guest_url} peagent.status={dp.guest_url}status"
+        vm = start_vm(direct(pe, params, [Drive(disk, "virtio", serial="TARGET01")]))
+        vm.expect(r"task: vm-test-0001 from http://10.0.2.2:8080/tasks/default.json", 120)
+        vm.expect(r"sha256 [0-9a-f]{64} matches", 120)
+        assert exit_status(vm) == 0
+        vm.expect(r"power: reboot", 30)
+        vm.wait_exit(60)  # -no-reboot: the guest's reboot ends QEMU
+        events = dp.events()
+    data = disk.read_bytes()
+    assert data[:IMAGE_SIZE] == image
+    assert data[IMAGE_SIZE:] == bytes(DISK_SIZE - IMAGE_SIZE)
+    phases = [e["phase"] for e in events]
+    assert phases[:3] == ["inventory", "task", "write"]
+    assert phases[-2:] == ["verify", "done"]
+    assert all(e["deployment_id"] == "vm-test-0001" for e in events[1:])
+    assert events[0]["machine"]["macs"] == ["52:54:00:12:34:56"]
+
+
+def test_hints_pick_the_named_disk_among_several(pe, workdir, netns, start_vm) -> None:
+    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
+    task = good_task(image, target={"hints": {"serial": "NVME-TARGET"}})
+    root, image = make_dp(workdir, task)
+    other = blank_disk(workdir / "other.img", DISK_SIZE)
+    target = blank_disk(workdir / "target.img", DISK_SIZE)
+    drives = [Drive(other, "virtio", serial="VIRTIO-OTHER"), Drive(target, "nvme", serial="NVME-TARGET")]
+    with DPProcess(root, netns.prefix()) as dp:
+        vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url}", drives))
+        assert exit_status(vm) == 0
+    assert target.read_bytes()[:IMAGE_SIZE] == image
+    assert other.read_bytes() == bytes(DISK_SIZE)
+
+
+def _refused(pe, workdir, netns, start_vm, task, params: str = "", drives=None, nic=True) -> tuple[int, str]:
+    root, _ = make_dp(workdir, task)
+    disk = blank_disk(workdir / "target.img", DISK_SIZE)
+    drives = [Drive(disk, "virtio", serial="TARGET01")] if drives is None else drives
+    with DPProcess(root, netns.prefix()) as dp:
+        machine = direct(pe, f"peagent.dp={dp.guest_url} {params}", drives,
+                         nic="virtio-net-pci" if nic else None)
+        vm = start_vm(machine)
+        status = exit_status(vm)
+        vm.expect("power: off", 30)
+    assert disk.read_bytes() == bytes(DISK_SIZE), "the disk was touched"
+    return status, vm.console
+
+
+def test_a_task_url_that_fails_is_a_clear_error(pe, workdir, netns, start_vm) -> None:
+    status, console = _refused(pe, workdir, netns, start_vm, None,
+                               "peagent.task=http://10.0.2.2:8080/tasks/missing.json")
+    assert status == 4
+    assert ("error [fetch.not_found]: not found on any DP "
+            "(http://10.0.2.2:8080/tasks/missing.json: HTTP 404)") in console
+
+
+def test_a_malformed_task_names_the_field(pe, workdir, netns, start_vm) -> None:
+    task = {"version": 1, "image": {"url": "images/test.img.zst", "sha256": "abc"}}
+    status, console = _refused(pe, workdir, netns, start_vm, task)
+    assert status == 2
+    assert ('error [task.invalid]: image.sha256: expected 64 hex digits (the sha256 of the raw image), '
+            'found "abc"') in console
+
+
+def test_no_network_is_a_clear_error(pe, workdir, netns, start_vm) -> None:
+    status, console = _refused(pe, workdir, netns, start_vm, None, nic=False)
+    assert status == 4
+    assert "network: no DHCP lease on any interface (NICs: none)" in console
+    assert "error [network.down]: no network" in console
+
+
+def test_no_disk_is_a_clear_error(pe, workdir, netns, start_vm) -> None:
+    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
+    root, _ = make_dp(workdir, good_task(image))
+    with DPProcess(root, netns.prefix()) as dp:
+        vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url}"))
+        assert exit_status(vm) == 3
+    assert ("error [target.refused]: no disk is eligible as the target (no hints). "
+            "Disks seen: no disks at all") in vm.console
+
+
+def test_a_corrupt_image_is_never_reported_as_deployed(pe, workdir, netns, start_vm) -> None:
+    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
+    wrong = good_task(image)
+    wrong["image"]["sha256"] = sha256(image + b"x")
+    root, _ = make_dp(workdir, wrong)
+    disk = blank_disk(workdir / "target.img", DISK_SIZE)
+    with DPProcess(root, netns.prefix()) as dp:
+        params = f"peagent.dp={dp.guest_url} peagent.status={dp.guest_url}status"
+        vm = start_vm(direct(pe, params, [Drive(disk, "virtio")]))
+        assert exit_status(vm) == 5
+        events = dp.events()
+    assert f"error [verify.mismatch]: sha256 of the {IMAGE_SIZE} bytes written is {sha256(image)}; " \
+        f"expected {wrong['image']['sha256']}" in vm.console
+    assert "done" not in [e["phase"] for e in events]
+    assert events[-1]["phase"] == "failed" and events[-1]["error_code"] == "verify.mismatch"
+
+
+def test_debug_shell_instead_of_power_off_on_failure(pe, workdir, netns, start_vm) -> None:
+    root, _ = make_dp(workdir, "{not json")
+    with DPProcess(root, netns.prefix()) as dp:
+        vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url} peagent.shell"))
+        assert exit_status(vm) == 2
+        vm.expect(r"shell: starting a debug shell", 30)
+        vm.expect(r"# $", 30)
+        vm.send("echo shell-works-$((6 * 7))\n")
+        vm.expect(r"shell-works-42", 30)
+        vm.send("exit\n")
+        vm.expect(r"power: off", 30)
