@@ -129,3 +129,9 @@ class Lan:
         if address:
             member.run(["ip", "addr", "add", address, "dev", ifname])
         return ifname
+
+    def tap(self, name: str = "tap0") -> str:
+        """A tap port on the bridge, for a QEMU started in :attr:`switch` (``-netdev tap,ifname=``)."""
+        self.switch.run(["ip", "tuntap", "add", name, "mode", "tap"])
+        self.switch.run(["ip", "link", "set", name, "master", "br0", "up"])
+        return name

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -132,8 +133,9 @@ class VM:
     """A running QEMU; use as a context manager so that it always ends."""
 
     def __init__(self, machine: Machine, workdir: Path, netns_prefix: list[str] | None = None,
-                 name: str = "vm") -> None:
+                 name: str = "vm", tee: TextIO | None = None) -> None:
         self.machine = machine
+        self.tee = tee  # also copy the console here as it arrives (the demo shows it live)
         self.workdir = workdir
         self.name = name
         self.netns_prefix = netns_prefix or []
@@ -209,6 +211,9 @@ class VM:
                     break
                 log.write(chunk)
                 log.flush()
+                if self.tee:
+                    self.tee.write(chunk.decode(errors="replace"))
+                    self.tee.flush()
                 with self._lock:
                     self._buffer += chunk
                     self._clean += _ANSI.sub(b"", chunk)

@@ -1,0 +1,106 @@
+"""The demo: a VM boots the PE by PXE (UEFI, OVMF + iPXE) from the built-in DP, deploys the demo
+OS image to its disk, reboots, and comes up in the new OS.
+
+``make demo`` runs it with the console shown live (``python -m tests.vm.demo``); the VM test
+runs the very same scenario in a private network namespace and asserts its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from tests.support.dp import DPProcess
+from tests.vm.pe import blank_disk, exit_status
+from tests.vm.qemu import VM, Drive, Machine
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_DISK_SERIAL = "DEMO-DISK-0001"
+DEMO_DISK_SIZE = 2 << 30
+
+
+@dataclass
+class DemoResult:
+    deploy_seconds: float  # QEMU start to the PE's power: reboot
+    first_boot_seconds: float  # QEMU start (from disk) to the new OS's "up" line
+    up_line: str
+    events: list[dict]
+
+
+def prepare(work: Path, pe: Path, demo: Path, dp_port: int) -> tuple[Path, Path]:
+    """The DP directory (PE, boot.ipxe, image, task) and the TFTP root (iPXE first stage)."""
+    info = json.loads((demo / "demo-os.json").read_text())
+    dp = work / "dp"
+    for d in ("pe", "images", "tasks"):
+        (dp / d).mkdir(parents=True)
+    for name in ("vmlinuz", "initrd.zst"):
+        (dp / "pe" / name).symlink_to(pe.resolve() / name)
+    (dp / "images" / "demo-os.img.zst").symlink_to((demo / "demo-os.img.zst").resolve())
+    shutil.copy(ROOT / "netboot/ipxe/boot.ipxe", dp)
+    task = {
+        "version": 1,
+        "id": f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
+        "target": {"hints": {"serial": DEMO_DISK_SERIAL}},
+        "image": {"url": "images/demo-os.img.zst", "sha256": info["sha256"], "size": info["size"]},
+        "after": "reboot",
+    }
+    (dp / "tasks" / "default.json").write_text(json.dumps(task, indent=2) + "\n")
+    tftp = work / "tftp"
+    tftp.mkdir()
+    shutil.copy(ROOT / "netboot/ipxe/peagent.ipxe", tftp)
+    (tftp / "peagent-site.ipxe").write_text(
+        "#!ipxe\n"
+        f"set peagent-dp http://10.0.2.2:{dp_port}\n"
+        f"set peagent-extra peagent.status=http://10.0.2.2:{dp_port}/status\n")
+    return dp, tftp
+
+
+def run_demo(work: Path, pe: Path, demo: Path, netns_prefix: list[str] | None = None,
+             tee: TextIO | None = None, port: int = 8080) -> DemoResult:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    dp_root, tftp = prepare(work, pe, demo, port)
+    disk = blank_disk(work / "disk.img", DEMO_DISK_SIZE)
+    nvram = work / "OVMF_VARS.fd"
+    say = (lambda msg: print(f"\n=== demo: {msg}", file=tee, flush=True)) if tee else (lambda msg: None)
+
+    with DPProcess(dp_root, netns_prefix, port=port) as dp:
+        say(f"DP serving {dp_root} on 127.0.0.1:{port}; PXE-booting a UEFI VM with a blank disk")
+        machine = Machine(firmware="uefi", pxe=True, tftp_dir=tftp, bootfile="peagent.ipxe", uefi_vars=nvram,
+                          drives=[Drive(disk, "virtio", serial=DEMO_DISK_SERIAL)])
+        with VM(machine, work, netns_prefix, name="deploy", tee=tee) as vm:
+            status = exit_status(vm, timeout=900)
+            if status != 0:
+                raise AssertionError(f"the deploy failed with exit status {status}\n{vm.tail()}")
+            vm.expect(r"power: reboot", 60)
+            deploy_seconds = vm.last_match_time
+            vm.wait_exit(60)
+        events = dp.events()
+
+    say("deployed; rebooting the VM into its disk")
+    machine = Machine(firmware="uefi", uefi_vars=nvram, nic="virtio-net-pci",
+                      drives=[Drive(disk, "virtio", serial=DEMO_DISK_SERIAL, bootindex=0)])
+    with VM(machine, work, netns_prefix, name="firstboot", tee=tee) as vm:
+        up = vm.expect(r"peagent-demo-os: up [^\r\n]*", 600)
+        first_boot = vm.last_match_time
+    say(f"the new OS is up: {up.group(0)}")
+    return DemoResult(deploy_seconds, first_boot, up.group(0), events)
+
+
+def main() -> int:
+    build = ROOT / "build"
+    result = run_demo(build / "demo-run", build / "pe", build / "demo", tee=sys.stdout)
+    print(f"\n=== demo: done. PXE boot + deploy: {result.deploy_seconds:.0f} s; "
+          f"boot of the new OS: {result.first_boot_seconds:.0f} s; status events at the DP: "
+          f"{', '.join(e['phase'] for e in result.events if e['phase'] != 'progress')}")
+    print(f"=== demo: console logs in {build / 'demo-run'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
