@@ -62,6 +62,7 @@ class Machine:
     bootfile: str | None = None
     pxe: bool = False  # boot from the NIC first
     uefi_vars: Path | None = None  # keep NVRAM across runs (a "reboot" into a new QEMU)
+    no_reboot: bool = True  # a guest reboot (or reset) ends QEMU, so tests see it happen
     extra: list[str] = field(default_factory=list)
 
     def argv(self, workdir: Path, qmp_socket: Path) -> list[str]:
@@ -69,8 +70,10 @@ class Machine:
             ["-accel", "tcg", "-cpu", "max"]
         # -nodefaults: no stray CD-ROM drive or VGA card, only the devices described here.
         argv = ["qemu-system-x86_64", *accel, "-machine", "q35", "-nodefaults", "-m", str(self.memory_mib),
-                "-smp", str(self.cpus), "-no-reboot", "-display", "none", "-serial", "stdio",
+                "-smp", str(self.cpus), "-display", "none", "-serial", "stdio",
                 "-monitor", "none", "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+        if self.no_reboot:
+            argv.append("-no-reboot")
         if self.firmware == "uefi":
             vars_file = self.uefi_vars or workdir / "OVMF_VARS.fd"
             if not vars_file.exists():

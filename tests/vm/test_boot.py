@@ -70,3 +70,18 @@ def test_iso_boots_as_usb_stick_and_the_agent_runs(firmware, pe, workdir, start_
     vm.expect(r"error \[task.invalid\]: peagent.task: expected a task URL, or DPs", 60)
     assert exit_status(vm) == 2
     print(f"\nfigure: ISO-as-USB {firmware} boot, agent running at {agent_running:.1f} s")
+
+
+def test_power_control_over_qmp(pe, workdir, start_vm) -> None:
+    vm = start_vm(direct(pe, run_param("echo waiting; sleep 600"), no_reboot=False))
+    vm.expect(r"^waiting", 120)
+    assert vm.qmp("query-status")["status"] == "running"
+    vm.qmp("stop")
+    assert vm.qmp("query-status")["status"] == "paused"
+    vm.qmp("cont")
+    assert vm.qmp("query-status")["status"] == "running"
+    vm.qmp("system_reset")
+    vm.expect(r"init: peagent PE", 120)  # the machine booted again
+    vm.expect(r"^waiting", 120)
+    vm.qmp("quit")
+    assert vm.wait_exit(30) == 0

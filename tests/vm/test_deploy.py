@@ -152,3 +152,27 @@ def test_debug_shell_instead_of_power_off_on_failure(pe, workdir, netns, start_v
         vm.expect(r"shell-works-42", 30)
         vm.send("exit\n")
         vm.expect(r"power: off", 30)
+
+
+def test_power_loss_mid_write_then_a_redeploy_completes(pe, workdir, netns, start_vm) -> None:
+    size = 96 << 20
+    image = mixed_image(workdir / "image.raw", size, 11)
+    root = workdir / "dp"
+    (root / "images").mkdir(parents=True)
+    (root / "tasks").mkdir()
+    zstd(workdir / "image.raw", root / "images" / "big.img.zst")
+    task = {"version": 1, "id": "power-loss", "target": {"allow_overwrite": True}, "after": "poweroff",
+            "image": {"url": "images/big.img.zst", "sha256": sha256(image), "size": size}}
+    (root / "tasks" / "default.json").write_text(json.dumps(task))
+    # cache=none: what the guest had not flushed is lost, as on a real power cut.
+    disk = Drive(blank_disk(workdir / "target.img", 128 << 20), "virtio", serial="T1", cache="none")
+    with DPProcess(root, netns.prefix()) as dp:
+        vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url}", [disk]), name="cut")
+        vm.expect(r"write: images/big.img.zst -> /dev/vda", 120)
+        vm.expect(r"write: \d+\.\d/96\.0 MiB", 60)
+        vm.kill()
+        # What reached the disk depends on what the guest had flushed; the image is not complete.
+        assert disk.path.read_bytes()[:size] != image, "the power cut did not land mid-write"
+        vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url}", [disk]), name="again")
+        assert exit_status(vm) == 0
+    assert disk.path.read_bytes()[:size] == image

@@ -1,0 +1,52 @@
+"""Inventories captured in the QEMU bench (tests/unit/fixtures) read back, and decided upon."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peagent.errors import TargetError
+from peagent.hints import Hints
+from peagent.inventory import from_dict
+from peagent.target import select_target
+from peagent.task import TargetSpec
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# Booted from the PE's USB stick (UEFI) with a blank virtio and NVMe disk and a SATA disk that
+# holds a GPT and an ext4 filesystem: captured with `peagent inventory --json` in the PE.
+UEFI_USB = json.loads((FIXTURES / "inventory-qemu-uefi-usb-boot.json").read_text())
+
+
+def test_the_capture_reads_back_unchanged() -> None:
+    inv = from_dict(UEFI_USB)
+    assert json.loads(json.dumps(inv.to_dict())) == UEFI_USB
+    stick = next(d for d in inv.disks if d.serial == "PESTICK01")
+    assert stick.pe_medium and stick.transport == "usb"
+    assert [(p.number, p.fstype, p.label) for p in stick.partitions] == [(1, "vfat", "PEAGENT")]
+    sata = next(d for d in inv.disks if d.transport == "sata")
+    assert sata.data_found() == ["a gpt partition table", "ext4 on partition 1"]
+
+
+def test_without_hints_the_choice_is_refused_and_the_stick_never_offered() -> None:
+    with pytest.raises(TargetError) as info:
+        select_target(from_dict(UEFI_USB), TargetSpec(hints=Hints()))
+    message = str(info.value)
+    assert message.startswith("3 disks are eligible (no hints), refusing to guess")
+    assert "PESTICK01" not in message
+
+
+@pytest.mark.parametrize(("serial", "path"), [("VIRTIO0001", "/dev/vda"), ("NVME0001", "/dev/nvme0n1")])
+def test_hints_pick_the_named_disk(serial: str, path: str) -> None:
+    sel = select_target(from_dict(UEFI_USB), TargetSpec(hints=Hints((("serial", serial),))))
+    assert sel.disk.path == path
+    assert ("/dev/sdb", "the PE's boot medium") in sel.excluded
+
+
+def test_the_disk_with_data_is_refused_unless_allowed() -> None:
+    spec = TargetSpec(hints=Hints((("serial", "SATA0001"),)))
+    with pytest.raises(TargetError, match=r"holds data \(a gpt partition table, ext4 on partition 1\)"):
+        select_target(from_dict(UEFI_USB), spec)
+    allowed = TargetSpec(hints=spec.hints, allow_overwrite=True)
+    assert select_target(from_dict(UEFI_USB), allowed).disk.path == "/dev/sda"
