@@ -24,15 +24,14 @@ never be silently ignored.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from peagent.errors import TaskError, describe
 from peagent.hints import Hints, parse_hints
+from peagent.schema import Fields
 
 TASK_VERSION = 1
 AFTER_ACTIONS = ("reboot", "poweroff", "none")
@@ -41,7 +40,6 @@ COMPRESSIONS = ("none", "zstd")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
 _DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -79,45 +77,6 @@ class Task:
     target: TargetSpec
     image: ImageSpec
     after: str
-
-
-class Fields:
-    """Reads one JSON object field by field and refuses fields nobody asked for."""
-
-    def __init__(self, obj: object, path: str) -> None:
-        if not isinstance(obj, dict):
-            raise TaskError(path, "an object", describe(obj))
-        self.obj: dict[str, Any] = obj
-        self.path = path
-        self.known: list[str] = []
-
-    def field(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path != "task" else key
-
-    def get(self, key: str, kind: type | tuple[type, ...], expected: str, default: Any = _MISSING) -> Any:
-        self.known.append(key)
-        if key not in self.obj:
-            if default is _MISSING:
-                raise TaskError(self.field(key), expected, "nothing (the field is required)")
-            return default
-        value = self.obj[key]
-        # JSON booleans are ints in Python; an int field must not accept true/false.
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            raise TaskError(self.field(key), expected, describe(value))
-        return value
-
-    def done(self) -> None:
-        for key in self.obj:
-            if key not in self.known:
-                close = difflib.get_close_matches(key, self.known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise TaskError(
-                    self.field(key), f"one of the fields {', '.join(self.known)}", f"unknown field{hint}"
-                )
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def parse_task(text: str | bytes) -> Task:
