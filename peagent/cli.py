@@ -18,18 +18,23 @@ log = logging.getLogger("peagent")
 def _cmd_inventory(args: argparse.Namespace) -> int:
     from peagent.inventory import collect
 
-    inv = collect()
+    inv = collect(include_virtual=args.all)
     if args.json:
         print(json.dumps(inv.to_dict(), indent=2))
         return 0
     for disk in inv.disks:
-        flags = [f for f, on in (("PE medium", disk.pe_medium), ("removable", disk.removable),
+        flags = [f for f, on in (("PE medium", disk.pe_medium), ("virtual", disk.virtual),
+                                 ("removable", disk.removable),
                                  ("read-only", disk.read_only), ("in use", bool(disk.in_use))) if on]
         print(disk.summary() + (f" [{', '.join(flags)}]" if flags else ""))
         for p in disk.partitions:
             print(f"  {p.path} {p.size / 1e9:.1f} GB {p.fstype or '-'} {p.label or ''}".rstrip())
     for nic in inv.nics:
         print(f"{nic.name} {nic.mac} {nic.driver or '-'} link={'up' if nic.link else 'down'}")
+    for pci in inv.pci:
+        print(f"pci {pci.slot} {pci.vendor}:{pci.device} class {pci.class_code} {pci.driver or '-'}")
+    for usb in inv.usb:
+        print(f"usb {usb.path} {usb.vendor}:{usb.product} {usb.product_name or ''}".rstrip())
     dmi = inv.dmi
     print(f"machine: {dmi.sys_vendor or '-'} {dmi.product_name or '-'} serial {dmi.product_serial or '-'} "
           f"uuid {dmi.product_uuid or '-'}")
@@ -90,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inventory", help="list this machine's disks, NICs and identity")
-    p.add_argument("--json", action="store_true", help="the full inventory as JSON")
+    p.add_argument("--json", action="store_true", help="the full inventory as JSON (docs/inventory.md)")
+    p.add_argument("--all", action="store_true", help="also loop, device-mapper, MD and other virtual disks")
     p.set_defaults(func=_cmd_inventory)
 
     p = sub.add_parser("plan", help="show what a deploy of TASK would do, changing nothing")

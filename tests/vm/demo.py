@@ -86,10 +86,11 @@ def run_demo(work: Path, pe: Path, demo: Path, netns_prefix: list[str] | None = 
     machine = Machine(firmware="uefi", uefi_vars=nvram, nic="virtio-net-pci",
                       drives=[Drive(disk, "virtio", serial=DEMO_DISK_SERIAL, bootindex=0)])
     with VM(machine, work, netns_prefix, name="firstboot", tee=tee) as vm:
-        up = vm.expect(r"peagent-demo-os: up [^\r\n]*", 600)
+        # Up to the newline: the console may deliver the line in pieces.
+        up = vm.expect(r"(peagent-demo-os: up [^\n]*)\n", 600).group(1)
         first_boot = vm.last_match_time
-    say(f"the new OS is up: {up.group(0)}")
-    return DemoResult(deploy_seconds, first_boot, up.group(0), events)
+    say(f"the new OS is up: {up}")
+    return DemoResult(deploy_seconds, first_boot, up, events)
 
 
 def main() -> int:

@@ -32,7 +32,7 @@ def blank_disk(path: Path, size: int) -> Path:
 
 def exit_status(vm: VM, timeout: float = BOOT_TIMEOUT) -> int:
     """Wait for the PE's final "peagent-exit: N" line and return N."""
-    return int(vm.expect(r"peagent-exit: (\d+)", timeout).group(1))
+    return int(vm.expect(r"peagent-exit: (\d+)\n", timeout).group(1))
 
 
 def json_between(vm: VM, marker: str, timeout: float = BOOT_TIMEOUT) -> object:

@@ -235,7 +235,11 @@ class VM:
         return f"--- last console lines of {self.name} (full log: {self.log_path}) ---\n{text}"
 
     def expect(self, pattern: str, timeout: float) -> re.Match[str]:
-        """Wait for ``pattern`` (a regex) on the console after the previous match."""
+        """Wait for ``pattern`` (a regex) on the console after the previous match.
+
+        The console arrives in pieces and a match is taken as soon as it exists, so a pattern
+        whose end can stretch (``[^\\n]*``, ``\\d+``) must end with ``\\n`` to get a whole line.
+        """
         regex = re.compile(pattern.encode(), re.MULTILINE)
         deadline = time.monotonic() + timeout
         with self._lock:

@@ -13,7 +13,7 @@ from peagent.inventory import from_dict
 from peagent.target import select_target
 from peagent.task import TargetSpec
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 # Booted from the PE's USB stick (UEFI) with a blank virtio and NVMe disk and a SATA disk that
 # holds a GPT and an ext4 filesystem: captured with `peagent inventory --json` in the PE.
 UEFI_USB = json.loads((FIXTURES / "inventory-qemu-uefi-usb-boot.json").read_text())
