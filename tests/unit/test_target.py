@@ -52,7 +52,7 @@ def test_hints_choose_and_ambiguity_is_refused() -> None:
     assert select_target(inv, spec(name="/dev/vdb")).disk.name == "vdb"
     assert select_target(inv, spec(name="vdb")).disk.name == "vdb"
     msg = refused(inv, spec(model="M1"))
-    assert msg.startswith("2 disks are eligible (model='M1'), refusing to guess")
+    assert msg.startswith("2 disks are eligible (model s== 'M1'), refusing to guess")
     assert msg.endswith("narrow the hints")
 
 
@@ -64,8 +64,8 @@ def test_size_hint_is_whole_gib() -> None:
 def test_no_match_lists_every_disk_with_its_reason() -> None:
     inv = Inventory(disks=(disk("vda"), disk("sdb", in_use=("/dev/sdb1 is mounted on /",))))
     msg = refused(inv, spec(serial="NOPE"))
-    assert msg == ("no disk is eligible as the target (serial='NOPE'). Disks seen: "
-                   "/dev/vda: does not match serial='NOPE'; /dev/sdb: in use: /dev/sdb1 is mounted on /")
+    assert msg == ("no disk is eligible as the target (serial s== 'NOPE'). Disks seen: "
+                   "/dev/vda: does not match serial s== 'NOPE'; /dev/sdb: in use: /dev/sdb1 is mounted on /")
 
 
 def test_removable_and_usb_disks_only_when_named() -> None:

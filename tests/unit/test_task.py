@@ -45,7 +45,7 @@ def test_full_task_is_normalised() -> None:
     assert t.machine.uuid == "4c4c4544-0042-3010-8048-b4c04f4e3232"
     assert t.dps == ("http://dp1/", "https://dp2:8443/x")
     assert t.image.compression == "none" and t.image.sha256 == SHA and t.image.size == 4096
-    assert t.target.hints.describe() == "serial='S1', size=64"
+    assert t.target.hints.describe() == "serial s== 'S1', size == 64"
 
 
 @pytest.mark.parametrize(("text", "field", "expected", "found"), [
@@ -73,7 +73,8 @@ def test_full_task_is_normalised() -> None:
     (task(target={"hints": {"colour": "red"}}), "target.hints.colour",
      "a hint key, one of size, model, vendor, serial, wwn, wwn_with_extension, wwn_vendor_extension, "
      "name, rotational, hctl, by_path", "an unknown key"),
-    (task(target={"hints": {"size": "64"}}), "target.hints.size", "a size in GiB (integer)", '"64"'),
+    (task(target={"hints": {"size": 64.5}}), "target.hints.size",
+     'a size in GiB: a whole number above 0, or a string like ">= 100"', "64.5"),
     (task(target={"hints": {"rotational": 1}}), "target.hints.rotational", "true or false", "1"),
 ])
 def test_invalid_tasks_name_field_expectation_and_finding(text, field, expected, found) -> None:
