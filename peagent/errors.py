@@ -11,12 +11,13 @@ Exit statuses:
 == ==================================================
 0  success
 1  internal error (a bug: please report it)
-2  invalid input: task document, command line, parameters
+2  invalid input: task document, command line, parameters, a partition layout
 3  no safe target disk (none, ambiguous, or refused)
 4  network: a task, image or DP could not be fetched
 5  verification: written bytes do not match the image
 6  image: unusable image (too large, unknown format)
 7  device: reading or writing a disk failed
+8  erase: a disk could not be erased, cannot do the erase asked for, or is not verifiably erased
 == ==================================================
 """
 
@@ -43,6 +44,17 @@ class TaskError(PeagentError):
         self.expected = expected
         self.found = found
         super().__init__(f"{field}: expected {expected}, found {found}")
+
+
+class LayoutError(PeagentError):
+    """A partition layout cannot be laid out on this disk: too large, overlapping, ambiguous keeps.
+
+    Raised while planning (peagent.disk.layout), so before anything is written; the message says
+    which partitions, and gives sizes in MiB/GiB and in bytes.
+    """
+
+    code = "layout.invalid"
+    exit_status = 2
 
 
 class WrongMachineError(PeagentError):
@@ -85,6 +97,41 @@ class DeviceError(PeagentError):
 
     code = "device.io"
     exit_status = 7
+
+
+class PartitionError(DeviceError):
+    """Writing a partition table failed (libparted, sfdisk), or the kernel did not show the result."""
+
+    code = "device.partition"
+
+
+class FilesystemError(DeviceError):
+    """Making a filesystem failed: its mkfs tool is missing from the PE, or it failed."""
+
+    code = "device.filesystem"
+
+
+class EraseError(PeagentError):
+    """Erasing a disk failed (peagent.disk.erase): a tool or an ioctl failed, or the disk is in use."""
+
+    code = "erase.failed"
+    exit_status = 8
+
+
+class EraseUnsupportedError(EraseError):
+    """The disk cannot do the erase the task asks for (no discard, no secure erase, frozen, ...).
+
+    Raised while planning, from the probed capabilities, so before anything is written; the
+    message says what is missing and what to do (another mode, or the remedy for a frozen drive).
+    """
+
+    code = "erase.unsupported"
+
+
+class EraseVerifyError(EraseError):
+    """After an erase, the disk does not read back as erased: a sample is not zero, a signature remains."""
+
+    code = "erase.verify"
 
 
 def describe(value: object) -> str:
