@@ -63,15 +63,15 @@ Keeping partitions
 ------------------
 With ``keep`` empty the table is made afresh: every existing partition is deleted. Otherwise the
 existing table must be of the type ``table`` names, each ``keep`` entry must match exactly one
-existing partition (by ``number``, filesystem ``label`` or filesystem ``uuid``), kept partitions stay
-exactly where they are with their number, type, name and bytes, and every other partition is
-deleted. New partitions go into the free gaps around the kept ones, in the order listed: each at the
-lowest address after the previous new partition where it fits, so that the disk holds them in the
-listed order; the space a partition skips stays free. ``fill`` takes what its gap has left after the
-partitions listed after it that also go into that gap. New partitions take the lowest partition
-numbers that are free, in the order listed (what libparted does). On msdos only the 4 primary
-partitions exist here: logical partitions are neither made nor kept.
-"""
+existing partition (by ``number``, filesystem ``label``, or ``uuid``: the filesystem UUID or the GPT
+partition GUID), kept partitions stay exactly where they are with their number, type, name and
+bytes, and every other partition is deleted. New partitions go into the free gaps around the kept
+ones, in the order listed: each at the lowest address after the previous new partition where it
+fits, so that the disk holds them in the listed order; the space a partition skips stays free.
+``fill`` takes what its gap has left after the partitions listed after it that also go into that
+gap. New partitions take the lowest partition numbers that are free, in the order listed (what
+libparted does). On msdos only the 4 primary partitions exist here: logical partitions are neither
+made nor kept. """
 
 from __future__ import annotations
 
@@ -216,8 +216,9 @@ class Keep:
             return p.number == self.value
         if self.key == "label":
             return p.label == self.value
-        # The inventory carries the filesystem UUID (vfat's look like "1A2B-3C4D").
-        return p.uuid is not None and p.uuid.lower() == str(self.value).lower()
+        # Either the filesystem UUID (vfat's look like "1A2B-3C4D") or the GPT partition GUID.
+        want = str(self.value).lower()
+        return any(u is not None and u.lower() == want for u in (p.uuid, p.part_uuid))
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,7 @@ def _keep(obj: object, field: str, index: int) -> Keep:
     f = Fields(obj, field)
     number = f.get("number", int, "a partition number, 1 or more", None)
     label = f.get("label", str, "a filesystem label", None)
-    fs_uuid = f.get("uuid", str, "a filesystem UUID", None)
+    fs_uuid = f.get("uuid", str, "a filesystem UUID or a GPT partition GUID", None)
     f.done()
     given = [(k, v) for k, v in (("number", number), ("label", label), ("uuid", fs_uuid)) if v is not None]
     if len(given) != 1:

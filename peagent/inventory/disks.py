@@ -54,6 +54,7 @@ def _disk(context: Any, dev: Any, mounts: dict[str, list[str]], virtual: bool) -
             uuid=pp.get("ID_FS_UUID") or None,
             type_guid=pp.get("ID_PART_ENTRY_TYPE") or None,
             name=pp.get("ID_PART_ENTRY_NAME") or None,
+            part_uuid=pp.get("ID_PART_ENTRY_UUID") or None,
         ))
         in_use += _in_use(part, part.device_node, mounts)
     partitions.sort(key=lambda p: p.number)

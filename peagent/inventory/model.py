@@ -23,6 +23,7 @@ class Partition:
     uuid: str | None = None
     type_guid: str | None = None
     name: str | None = None
+    part_uuid: str | None = None  # the GPT partition GUID (or MBR disk id + number)
 
 
 @dataclass(frozen=True)

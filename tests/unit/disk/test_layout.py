@@ -482,3 +482,12 @@ def test_planned_partitions_are_aligned_disjoint_inside_the_disk_and_keep_what_i
     assert [c.number for c in plan.created] == sorted(c.number for c in plan.created)
     # New partitions lie on the disk in the order listed.
     assert [c.start for c in plan.created] == sorted(c.start for c in plan.created)
+
+
+def test_keep_by_gpt_partition_guid() -> None:
+    part = Partition(number=2, path="/dev/vda2", start=1 << 30, size=1 << 30, fstype="ext4",
+                     uuid="aaaaaaaa-0000-4000-8000-000000000001", part_uuid="BBBBBBBB-0000-4000-8000-000000000002")
+    disk = Disk(name="vda", path="/dev/vda", size=8 << 30, partition_table="gpt", partitions=(part,))
+    spec = parse_layout({"table": "gpt", "keep": [{"uuid": "bbbbbbbb-0000-4000-8000-000000000002"}],
+                         "create": [{"role": "linux-data", "size": "fill"}]})
+    assert [p.number for p in plan_layout(spec, disk).kept] == [2]
