@@ -1,9 +1,10 @@
 """A deployment from start to finish: who am I, what is my task, where does it go, write, verify.
 
 The order is the safety argument. Everything that can refuse (fetching and validating the task,
-checking that it is meant for this machine, choosing the target, checking that the image fits)
-happens before the first byte is written; then the image is streamed and verified; only a
-verified image is reported as deployed. What happens after (reboot, power off) is returned to
+checking that it is meant for this machine, choosing the target, laying out its partitions,
+checking that the image fits and what data would be destroyed) happens before the first byte is
+written; then the partitions are made and the image is streamed and verified; only a verified
+image is reported as deployed. What happens after (reboot, power off) is returned to
 the caller, which in the PE is /init: power is PID 1's business.
 """
 
@@ -13,14 +14,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from peagent.disk.filesystem import make_filesystems
+from peagent.disk.partition import apply_layout
 from peagent.errors import PeagentError, TaskError
 from peagent.fetch import NotFoundError, RangeReader, candidate_urls, fetch_bytes
 from peagent.image.stream import write_image
 from peagent.inventory import Inventory, collect
-from peagent.plan import make_plan
+from peagent.plan import Plan, make_plan
 from peagent.progress import Progress
 from peagent.status import Reporter
-from peagent.task import Task, parse_task
+from peagent.task import ImageSpec, Task, parse_task
 
 log = logging.getLogger("peagent")
 TASK_LIMIT = 1 << 20  # bytes; a task is a small document
@@ -84,15 +87,27 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
     for line in plan.render().splitlines():
         log.info("plan: %s", line)
     target = plan.target.disk
-    reporter.emit("write", f"{plan.image.url} -> {target.path}")
 
-    progress = Progress(task.image.size, lambda snap: reporter.progress("write", snap))
+    if plan.layout is not None:
+        reporter.emit("partition", f"{target.path}: {len(plan.layout.created)} new, "
+                      f"{len(plan.layout.kept)} kept, {len(plan.layout.deleted)} deleted")
+        apply_layout(plan.layout, target.path)
+        make_filesystems(plan.layout, target.path)
+
+    if plan.image is not None:
+        _write(plan, plan.image, reporter)
+    reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")
+    return task
+
+
+def _write(plan: Plan, image: ImageSpec, reporter: Reporter) -> None:
+    target = plan.target.disk
+    reporter.emit("write", f"{image.url} -> {target.path}")
+    progress = Progress(image.size, lambda snap: reporter.progress("write", snap))
     with RangeReader(plan.image_urls, on_retry=lambda m: reporter.emit("retry", m)) as reader:
-        result = write_image(reader, target.path, compression=task.image.compression,
-                             sha256=task.image.sha256, size=task.image.size, progress=progress.add)
+        result = write_image(reader, target.path, compression=image.compression,
+                             sha256=image.sha256, size=image.size, progress=progress.add)
     progress.finish()
     rate = result.size / result.seconds / (1 << 20) if result.seconds else 0.0
     reporter.emit("verify", f"{result.size} bytes written to {target.path} in {result.seconds:.1f} s "
                   f"({rate:.1f} MiB/s), sha256 {result.sha256} matches")
-    reporter.emit("done", f"deployed {task.image.url} to {target.path}; next: {task.after}")
-    return task

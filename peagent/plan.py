@@ -1,9 +1,12 @@
 """The Plan: everything a deploy will do, computed from its inputs alone before anything happens.
 
 ``make_plan(task, inventory, boot_dps)`` checks that the task is meant for this machine, picks
-the target disk (peagent.target), checks that the image fits, and resolves where the image
-comes from. It touches no device and no network, so ``peagent plan`` can show it, tests can
-assert it, and a deploy refuses before its first write when any of it fails.
+the target disk (peagent.target), lays out its partitions (peagent.disk.layout), checks that
+the image fits, resolves where the image comes from, and decides whether data would be
+destroyed: a whole-disk image or a fresh partition table destroys everything on the disk, a
+layout that keeps partitions only what it deletes. Destroying data needs the task's
+``target.allow_overwrite``. It touches no device and no network, so ``peagent plan`` can show
+it, tests can assert it, and a deploy refuses before its first write when any of it fails.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peagent.errors import ImageError, TaskError, WrongMachineError
+from peagent.disk.layout import LayoutPlan, plan_layout
+from peagent.errors import ImageError, TargetError, TaskError, WrongMachineError
 from peagent.fetch import candidate_urls
 from peagent.inventory import Inventory
 from peagent.target import Selection, select_target
@@ -22,30 +26,42 @@ from peagent.task import ImageSpec, MachineMatch, Task
 class Plan:
     deployment_id: str
     target: Selection
-    image: ImageSpec
+    layout: LayoutPlan | None
+    image: ImageSpec | None
     image_urls: tuple[str, ...]
+    destroys: tuple[str, ...]  # the data this deploy overwrites, as found on the disk
     after: str
 
     def steps(self) -> list[str]:
         disk = self.target.disk
-        size = f"{self.image.size} bytes" if self.image.size else "size known once streaming"
-        return [
-            f"stream {self.image.url} ({self.image.compression}, {size}) onto {disk.path}",
-            f"verify sha256 {self.image.sha256} over every byte written",
-            {"reboot": "reboot", "poweroff": "power off", "none": "stay up"}[self.after],
-        ]
+        steps = []
+        if self.layout is not None:
+            steps += [f"partition {disk.path}: {line}" for line in self.layout.render()]
+        if self.image is not None:
+            size = f"{self.image.size} bytes" if self.image.size else "size known once streaming"
+            steps += [f"stream {self.image.url} ({self.image.compression}, {size}) onto {disk.path}",
+                      f"verify sha256 {self.image.sha256} over every byte written"]
+        steps.append({"reboot": "reboot", "poweroff": "power off", "none": "stay up"}[self.after])
+        return steps
 
     def render(self) -> str:
         disk = self.target.disk
         lines = [f"deployment {self.deployment_id}", f"target: {disk.summary()}"]
         lines += [f"  because: {r}" for r in self.target.reasons]
         lines += [f"  not {path}: {why}" for path, why in self.target.excluded]
-        lines.append("image sources: " + ", ".join(self.image_urls))
+        if self.destroys:
+            lines.append(f"overwrites (allowed by the task): {', '.join(self.destroys)}")
+        if self.image_urls:
+            lines.append("image sources: " + ", ".join(self.image_urls))
         lines.append("steps:")
         lines += [f"  {i}. {step}" for i, step in enumerate(self.steps(), 1)]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        image = None
+        if self.image is not None:
+            image = {"url": self.image.url, "sources": list(self.image_urls), "sha256": self.image.sha256,
+                     "size": self.image.size, "compression": self.image.compression}
         return {
             "deployment_id": self.deployment_id,
             "target": {
@@ -55,13 +71,9 @@ class Plan:
                 "reasons": list(self.target.reasons),
                 "excluded": [{"path": p, "reason": r} for p, r in self.target.excluded],
             },
-            "image": {
-                "url": self.image.url,
-                "sources": list(self.image_urls),
-                "sha256": self.image.sha256,
-                "size": self.image.size,
-                "compression": self.image.compression,
-            },
+            "destroys": list(self.destroys),
+            "partitions": None if self.layout is None else self.layout.to_dict(),
+            "image": image,
             "steps": self.steps(),
             "after": self.after,
         }
@@ -71,16 +83,29 @@ def make_plan(task: Task, inventory: Inventory, boot_dps: tuple[str, ...] = ()) 
     check_machine(task.machine, inventory)
     selection = select_target(inventory, task.target)
     disk = selection.disk
-    if task.image.size is not None and task.image.size > disk.size:
-        raise ImageError(f"the image ({task.image.size} bytes) is larger than the target "
-                         f"{disk.path} ({disk.size} bytes)")
-    dps = task.dps or boot_dps
-    urls = candidate_urls(task.image.url, dps)
-    if not urls:
-        raise TaskError("image.url", "an absolute URL, or DPs (the task's dps or the PE's peagent.dp)",
-                        f"the relative path {task.image.url!r} and no DPs")
-    return Plan(deployment_id=task.deployment_id, target=selection, image=task.image,
-                image_urls=tuple(urls), after=task.after)
+    layout = plan_layout(task.target.partitions, disk) if task.target.partitions else None
+    urls: list[str] = []
+    if task.image is not None:
+        if task.image.size is not None and task.image.size > disk.size:
+            raise ImageError(f"the image ({task.image.size} bytes) is larger than the target "
+                             f"{disk.path} ({disk.size} bytes)")
+        urls = candidate_urls(task.image.url, task.dps or boot_dps)
+        if not urls:
+            raise TaskError("image.url", "an absolute URL, or DPs (the task's dps or the PE's peagent.dp)",
+                            f"the relative path {task.image.url!r} and no DPs")
+    destroys = tuple(_destroyed(disk.data_found(), layout))
+    if destroys and not task.target.allow_overwrite:
+        raise TargetError(f"{disk.summary()} holds data this deploy would destroy ({', '.join(destroys)}); "
+                          "set target.allow_overwrite to true to overwrite it")
+    return Plan(deployment_id=task.deployment_id, target=selection, layout=layout, image=task.image,
+                image_urls=tuple(urls), destroys=destroys, after=task.after)
+
+
+def _destroyed(found: list[str], layout: LayoutPlan | None) -> list[str]:
+    """What of the data found on the disk the deploy overwrites."""
+    if layout is None or layout.fresh:
+        return found
+    return [f"{p.fstype} on partition {p.number}" for p in layout.deleted if p.fstype]
 
 
 def check_machine(want: MachineMatch, inventory: Inventory) -> None:

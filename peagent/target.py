@@ -9,9 +9,10 @@ every disk it saw. The rules, in order:
 3. the hints, when given, must match; with no hints, every remaining disk is a candidate;
 4. exactly one candidate must remain: none or several is an error listing them. With no hints
    this means the default choice is *the only* eligible disk, never a guess among several
-   (unlike "the smallest disk" or "the first one listed");
-5. a disk that holds data (a partition table, a filesystem) is overwritten only when the task
-   sets ``target.allow_overwrite``; otherwise the error says what was found.
+   (unlike "the smallest disk" or "the first one listed").
+
+Whether the chosen disk's data may be destroyed is the plan's decision (peagent.plan), because
+only the plan knows what a deploy destroys: everything, or only the partitions a layout drops.
 """
 
 from __future__ import annotations
@@ -53,13 +54,8 @@ def select_target(inventory: Inventory, spec: TargetSpec) -> Selection:
     disk = candidates[0]
     reasons = [f"matches {hints}" if spec.hints else "the only eligible disk (no hints given)"]
     found = disk.data_found()
-    if found:
-        if not spec.allow_overwrite:
-            raise TargetError(f"{disk.summary()} holds data ({', '.join(found)}); "
-                              "set target.allow_overwrite to true to overwrite it")
-        reasons.append(f"holds data ({', '.join(found)}), overwrite allowed by the task")
-    else:
-        reasons.append("looks blank (no partition table or filesystem)")
+    reasons.append(f"holds data ({', '.join(found)})" if found else
+                   "looks blank (no partition table or filesystem)")
     return Selection(disk=disk, reasons=tuple(reasons), excluded=tuple(excluded))
 
 

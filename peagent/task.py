@@ -29,6 +29,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from peagent.disk.layout import LayoutSpec, parse_layout
 from peagent.errors import TaskError, describe
 from peagent.hints import Hints, parse_hints
 from peagent.schema import Fields
@@ -58,6 +59,7 @@ class MachineMatch:
 class TargetSpec:
     hints: Hints
     allow_overwrite: bool = False
+    partitions: LayoutSpec | None = None  # a layout to create (peagent.disk.layout)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Task:
     machine: MachineMatch
     dps: tuple[str, ...]
     target: TargetSpec
-    image: ImageSpec
+    image: ImageSpec | None  # None: the task only prepares the disk (partitions)
     after: str
 
 
@@ -102,13 +104,23 @@ def parse_task(text: str | bytes) -> Task:
         machine=_machine(top.get("machine", dict, "an object with mac, uuid or serial", {})),
         dps=_dps(top.get("dps", list, "a list of http(s) URLs", []), "dps"),
         target=_target(top.get("target", dict, "an object with hints and allow_overwrite", {})),
-        image=_image(top.get("image", dict, "an object with url and sha256")),
+        image=_image(top.get("image", dict, "an object with url and sha256", None)),
         after=top.get("after", str, f"one of {', '.join(AFTER_ACTIONS)}", "reboot"),
     )
     if task.after not in AFTER_ACTIONS:
         raise TaskError("after", f"one of {', '.join(AFTER_ACTIONS)}", describe(task.after))
     top.done()
+    _check_work(task)
     return task
+
+
+def _check_work(task: Task) -> None:
+    """A task must do something, and its parts must not contradict each other."""
+    if task.image is None and task.target.partitions is None:
+        raise TaskError("image", "an image to deploy, or target.partitions to prepare the disk", "neither")
+    if task.image is not None and task.target.partitions is not None:
+        raise TaskError("target.partitions", "no layout with a whole-disk image (the image brings its own "
+                        "partition table)", "a layout")
 
 
 def _machine(obj: object) -> MachineMatch:
@@ -145,11 +157,15 @@ def _target(obj: object) -> TargetSpec:
     f = Fields(obj, "target")
     hints = parse_hints(f.get("hints", dict, "an object of root-device hints", {}), "target.hints")
     allow = f.get("allow_overwrite", bool, "true or false", False)
+    layout = f.get("partitions", dict, "a partition layout (table, keep, create)", None)
     f.done()
-    return TargetSpec(hints=hints, allow_overwrite=allow)
+    return TargetSpec(hints=hints, allow_overwrite=allow,
+                      partitions=None if layout is None else parse_layout(layout, "target.partitions"))
 
 
-def _image(obj: object) -> ImageSpec:
+def _image(obj: object) -> ImageSpec | None:
+    if obj is None:
+        return None
     f = Fields(obj, "image")
     url = f.get("url", str, "the image's URL or its path on the DPs")
     if not url or any(c.isspace() for c in url):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from peagent.errors import ImageError, TaskError, WrongMachineError
-from peagent.inventory import Disk, Dmi, Inventory, Nic
+from peagent.errors import ImageError, TargetError, TaskError, WrongMachineError
+from peagent.inventory import Disk, Dmi, Inventory, Nic, Partition
 from peagent.plan import make_plan
 from peagent.task import parse_task
 
@@ -76,3 +76,56 @@ def test_a_task_for_this_machine_passes() -> None:
     t = task(machine={"mac": "52:54:00:12:34:56", "serial": "SN1",
                       "uuid": "4C4C4544-0042-3010-8048-B4C04F4E3232"})
     assert make_plan(t, INV, ("http://dp/",)).target.disk.name == "vda"
+
+
+DATA_DISK = Disk(name="vda", path="/dev/vda", size=8 << 30, transport="virtio", serial="T1",
+                 partition_table="gpt", partitions=(
+                     Partition(number=1, path="/dev/vda1", start=1 << 20, size=1 << 30, fstype="vfat", label="ESP"),
+                     Partition(number=2, path="/dev/vda2", start=(1 << 30) + (1 << 20), size=2 << 30, fstype="ext4",
+                               label="DATA")))
+DATA_INV = Inventory(disks=(DATA_DISK,), nics=INV.nics)
+LAYOUT = {"table": "gpt", "create": [{"role": "esp", "size": "512MiB"}, {"role": "linux-root", "size": "fill",
+                                                                         "fs": "ext4"}]}
+
+
+def test_a_whole_disk_image_over_data_needs_allow_overwrite() -> None:
+    with pytest.raises(TargetError) as info:
+        make_plan(task(), DATA_INV, ("http://dp/",))
+    assert str(info.value) == ("/dev/vda (8.6 GB virtio, unknown model, serial T1) holds data this deploy would "
+                               "destroy (a gpt partition table, vfat on partition 1, ext4 on partition 2); "
+                               "set target.allow_overwrite to true to overwrite it")
+    plan = make_plan(task(target={"allow_overwrite": True}), DATA_INV, ("http://dp/",))
+    assert plan.destroys == ("a gpt partition table", "vfat on partition 1", "ext4 on partition 2")
+    assert "overwrites (allowed by the task): a gpt partition table" in plan.render()
+
+
+def test_a_layout_keeping_the_data_destroys_only_what_it_deletes() -> None:
+    keep_data = {"table": "gpt", "keep": [{"label": "DATA"}], "create": [{"role": "esp", "size": "512MiB"}]}
+    t = parse_task(json.dumps({"version": 1, "target": {"partitions": keep_data}}))
+    with pytest.raises(TargetError, match=r"would destroy \(vfat on partition 1\)"):
+        make_plan(t, DATA_INV)
+    keep_both = {"table": "gpt", "keep": [{"label": "DATA"}, {"number": 1}],
+                 "create": [{"role": "linux-data", "size": "1GiB"}]}
+    plan = make_plan(parse_task(json.dumps({"version": 1, "target": {"partitions": keep_both}})), DATA_INV)
+    assert plan.destroys == ()
+    assert plan.image is None and plan.image_urls == ()
+    assert plan.steps()[-1] == "reboot"
+    assert any(step.startswith("partition /dev/vda: keep 2: ext4 'DATA'") for step in plan.steps())
+
+
+def test_a_fresh_layout_on_a_blank_disk_needs_nothing_more() -> None:
+    blank = Inventory(disks=(Disk(name="vda", path="/dev/vda", size=8 << 30, transport="virtio"),))
+    plan = make_plan(parse_task(json.dumps({"version": 1, "target": {"partitions": LAYOUT}})), blank)
+    assert plan.destroys == ()
+    assert plan.to_dict()["partitions"]["fresh"] is True
+
+
+@pytest.mark.parametrize(("doc", "field", "found"), [
+    ({"version": 1}, "image", "neither"),
+    ({"version": 1, "target": {"partitions": LAYOUT}, "image": {"url": "x", "sha256": SHA}}, "target.partitions",
+     "a layout"),
+])
+def test_a_task_must_do_one_consistent_thing(doc, field, found) -> None:
+    with pytest.raises(TaskError) as info:
+        parse_task(json.dumps(doc))
+    assert (info.value.field, info.value.found) == (field, found)

@@ -80,15 +80,12 @@ def test_the_pe_medium_is_refused_even_when_named() -> None:
     assert refused(inv, spec(serial="PE")).endswith("Disks seen: /dev/sda: the PE's boot medium")
 
 
-def test_a_disk_holding_data_needs_allow_overwrite() -> None:
+def test_data_on_the_chosen_disk_is_a_reason_not_a_refusal() -> None:
+    # Whether it may be destroyed is the plan's decision (tests/unit/test_plan.py).
     used = disk("vda", partition_table="gpt", partitions=(
         Partition(number=1, path="/dev/vda1", start=1 << 20, size=GB, fstype="ext4"),))
-    inv = Inventory(disks=(used,))
-    msg = refused(inv, spec())
-    assert msg.endswith("holds data (a gpt partition table, ext4 on partition 1); "
-                        "set target.allow_overwrite to true to overwrite it")
-    sel = select_target(inv, spec(allow=True))
-    assert sel.reasons[-1] == "holds data (a gpt partition table, ext4 on partition 1), overwrite allowed by the task"
+    sel = select_target(Inventory(disks=(used,)), spec())
+    assert sel.reasons[-1] == "holds data (a gpt partition table, ext4 on partition 1)"
 
 
 def test_no_disks_at_all() -> None:

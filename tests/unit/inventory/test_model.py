@@ -10,8 +10,9 @@ import pytest
 from peagent.errors import TargetError
 from peagent.hints import Hints, parse_hints
 from peagent.inventory import from_dict
+from peagent.plan import make_plan
 from peagent.target import select_target
-from peagent.task import TargetSpec
+from peagent.task import TargetSpec, parse_task
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 # Booted from the PE's USB stick (UEFI) with a blank virtio and NVMe disk and a SATA disk that
@@ -60,8 +61,10 @@ def test_hints_pick_the_named_disk(serial: str) -> None:
 
 
 def test_the_disk_with_data_is_refused_unless_allowed() -> None:
-    spec = TargetSpec(hints=parse_hints({"serial": "SATA0001"}, "hints"))
-    with pytest.raises(TargetError, match=r"holds data \(a gpt partition table, ext4 on partition 1\)"):
-        select_target(from_dict(UEFI_USB), spec)
-    allowed = TargetSpec(hints=spec.hints, allow_overwrite=True)
-    assert select_target(from_dict(UEFI_USB), allowed).disk.path == path_of("SATA0001")
+    doc = {"version": 1, "dps": ["http://dp/"], "target": {"hints": {"serial": "SATA0001"}},
+           "image": {"url": "x.img", "sha256": "0" * 64}}
+    with pytest.raises(TargetError, match=r"holds data this deploy would destroy \(a gpt partition table, "
+                                          r"ext4 on partition 1\)"):
+        make_plan(parse_task(json.dumps(doc)), from_dict(UEFI_USB))
+    doc["target"]["allow_overwrite"] = True
+    assert make_plan(parse_task(json.dumps(doc)), from_dict(UEFI_USB)).target.disk.path == path_of("SATA0001")
