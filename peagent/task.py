@@ -8,7 +8,8 @@ A task is a small, versioned JSON document, usually served by a distribution poi
       "machine": {"mac": "52:54:00:12:34:56"},      # optional: refuse to run on another machine
       "dps": ["http://dp1.example.com/"],           # optional: else the PE's peagent.dp
       "target": {"hints": {"serial": "S3Z9NB0K"},   # optional: which disk (see peagent.hints)
-                 "allow_overwrite": false},          # a disk holding data is refused unless true
+                 "allow_overwrite": false,           # destroying data found on it is refused unless true
+                 "partitions": {...}},               # optional: a layout (peagent.disk.layout)
       "image": {"url": "images/ws.img.zst",         # relative to a DP, or absolute http(s) URL
                 "sha256": "<64 hex digits>",         # digest of the raw (uncompressed) image
                 "size": 4294967296,                  # raw size in bytes (optional)
@@ -16,10 +17,11 @@ A task is a small, versioned JSON document, usually served by a distribution poi
       "after": "reboot"                              # "reboot", "poweroff" or "none"
     }
 
-:func:`parse_task` turns text into a :class:`Task` or raises :class:`~peagent.errors.TaskError`
-naming the field (as a dotted path), what was expected and what was found. Unknown fields are
-errors too, with a suggestion when the name looks like a typo: a misspelt safety setting must
-never be silently ignored.
+A task deploys a whole-disk image, or prepares the disk with a partition layout (not both: the image
+brings its own partition table). :func:`parse_task` turns text into a :class:`Task` or raises
+:class:`~peagent.errors.TaskError` naming the field (as a dotted path), what was expected and what
+was found. Unknown fields are errors too, with a suggestion when the name looks like a typo: a
+misspelt safety setting must never be silently ignored.
 """
 
 from __future__ import annotations
