@@ -22,9 +22,8 @@ from pathlib import Path
 
 from tests.support.dp import DPProcess
 from tests.support.netns import Netns
-from tests.vm.pe import direct, run_param
+from tests.vm.pe import direct, run_param, usb_stick_with_params
 from tests.vm.qemu import VM, Drive, Machine
-from tests.vm.test_boot import usb_stick_with_params
 from tests.vm.test_pxe import pxe_setup
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,12 +1,16 @@
-"""Helpers for booting the PE in the bench: kernel parameters, commands, disk images."""
+"""Helpers for booting the PE in the bench and giving it work: kernel parameters, commands,
+disk images, a DP directory with an image and a task."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+from tests.support.images import mixed_image, sha256, zstd
 from tests.vm.qemu import VM, Drive, Machine
 
 CONSOLE = "console=ttyS0,115200 panic=-1 quiet"
@@ -39,3 +43,45 @@ def json_between(vm: VM, marker: str, timeout: float = BOOT_TIMEOUT) -> object:
     """A JSON document the guest printed between "<marker>-begin" and "<marker>-end" lines."""
     m = vm.expect(rf"(?s)^{marker}-begin\s*\n(.*?)\n{marker}-end", timeout)
     return json.loads(re.sub(r"\n\[ *\d+\.\d+\] [^\n]*", "", m.group(1)))
+
+
+IMAGE_SIZE = 40 << 20
+DISK_SIZE = 64 << 20
+
+
+def make_dp(workdir: Path, overrides: dict | None = None, *, raw_task: str | None = None,
+            no_task: bool = False, seed: int = 7) -> tuple[Path, bytes]:
+    """A DP directory with a zstd image and tasks/default.json: a good task for the image with
+    ``overrides`` applied, or ``raw_task`` as written, or none at all. Returns (root, image)."""
+    root = workdir / "dp"
+    (root / "images").mkdir(parents=True)
+    (root / "tasks").mkdir()
+    image = mixed_image(workdir / "image.raw", IMAGE_SIZE, seed)
+    zstd(workdir / "image.raw", root / "images" / "test.img.zst")
+    if raw_task is not None:
+        (root / "tasks" / "default.json").write_text(raw_task)
+    elif not no_task:
+        (root / "tasks" / "default.json").write_text(json.dumps(image_task(image, **(overrides or {}))))
+    return root, image
+
+
+def image_task(image: bytes, **overrides: object) -> dict:
+    """A valid task deploying ``image`` (as make_dp serves it), with top-level fields overridden."""
+    task = {
+        "version": 1,
+        "id": "vm-test-0001",
+        "image": {"url": "images/test.img.zst", "sha256": sha256(image), "size": len(image)},
+        "after": "poweroff",
+    }
+    task.update(overrides)
+    return task
+
+
+def usb_stick_with_params(pe: Path, workdir: Path, params: str) -> Path:
+    """A copy of the PE's USB image whose /peagent.cfg carries ``params``."""
+    stick = workdir / "peagent-usb.img"
+    shutil.copyfile(pe / "peagent-usb.img", stick)
+    cfg = workdir / "peagent.cfg"
+    cfg.write_text(f"# written by the test\n{params}\n")
+    subprocess.run(["mcopy", "-o", "-i", f"{stick}@@1M", str(cfg), "::/peagent.cfg"], check=True)
+    return stick

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.vm.pe import blank_disk, direct, exit_status, json_between, run_param
+from tests.vm.pe import blank_disk, direct, exit_status, json_between, run_param, usb_stick_with_params
 from tests.vm.qemu import Drive, Machine
 
 
@@ -34,16 +32,6 @@ def test_direct_kernel_sees_disks_on_every_bus_with_serials(pe: Path, workdir: P
     }
     assert inventory["nics"] and inventory["nics"][0]["mac"] == "52:54:00:12:34:56"
     print(f"\nfigure: direct kernel boot, agent running at {agent_running:.1f} s")
-
-
-def usb_stick_with_params(pe: Path, workdir: Path, params: str) -> Path:
-    """A copy of the PE's USB image whose /peagent.cfg carries ``params``."""
-    stick = workdir / "peagent-usb.img"
-    shutil.copyfile(pe / "peagent-usb.img", stick)
-    cfg = workdir / "peagent.cfg"
-    cfg.write_text(f"# written by the test\n{params}\n")
-    subprocess.run(["mcopy", "-o", "-i", f"{stick}@@1M", str(cfg), "::/peagent.cfg"], check=True)
-    return stick
 
 
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])

@@ -5,44 +5,15 @@ in a clear error on the console with the disk untouched."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.support.dp import DPProcess
 from tests.support.images import mixed_image, sha256, zstd
-from tests.vm.pe import blank_disk, direct, exit_status
+from tests.vm.pe import DISK_SIZE, IMAGE_SIZE, blank_disk, direct, exit_status, image_task, make_dp
 from tests.vm.qemu import Drive
-
-IMAGE_SIZE = 40 << 20
-DISK_SIZE = 64 << 20
-
-
-def make_dp(workdir: Path, task: dict | str | None = None, seed: int = 7) -> tuple[Path, bytes]:
-    """A DP directory with a zstd image and, unless None, tasks/default.json."""
-    root = workdir / "dp"
-    (root / "images").mkdir(parents=True)
-    (root / "tasks").mkdir()
-    image = mixed_image(workdir / "image.raw", IMAGE_SIZE, seed)
-    zstd(workdir / "image.raw", root / "images" / "test.img.zst")
-    if task is not None:
-        text = task if isinstance(task, str) else json.dumps(task)
-        (root / "tasks" / "default.json").write_text(text)
-    return root, image
-
-
-def good_task(image: bytes, **overrides: object) -> dict:
-    task = {
-        "version": 1,
-        "id": "vm-test-0001",
-        "image": {"url": "images/test.img.zst", "sha256": sha256(image), "size": len(image)},
-        "after": "poweroff",
-    }
-    task.update(overrides)
-    return task
 
 
 def test_deploy_writes_exactly_the_image_verifies_and_reports(pe, workdir, netns, start_vm) -> None:
-    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
-    root, image = make_dp(workdir, good_task(image, after="reboot"))
+    root, image = make_dp(workdir, {"after": "reboot"})
     disk = blank_disk(workdir / "target.img", DISK_SIZE)
     with DPProcess(root, netns.prefix()) as dp:
         params = f"peagent.dp={dp.guest_url} peagent.status={dp.guest_url}status"
@@ -64,9 +35,7 @@ def test_deploy_writes_exactly_the_image_verifies_and_reports(pe, workdir, netns
 
 
 def test_hints_pick_the_named_disk_among_several(pe, workdir, netns, start_vm) -> None:
-    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
-    task = good_task(image, target={"hints": {"serial": "NVME-TARGET"}})
-    root, image = make_dp(workdir, task)
+    root, image = make_dp(workdir, {"target": {"hints": {"serial": "NVME-TARGET"}}})
     other = blank_disk(workdir / "other.img", DISK_SIZE)
     target = blank_disk(workdir / "target.img", DISK_SIZE)
     drives = [Drive(other, "virtio", serial="VIRTIO-OTHER"), Drive(target, "nvme", serial="NVME-TARGET")]
@@ -77,8 +46,8 @@ def test_hints_pick_the_named_disk_among_several(pe, workdir, netns, start_vm) -
     assert other.read_bytes() == bytes(DISK_SIZE)
 
 
-def _refused(pe, workdir, netns, start_vm, task, params: str = "", drives=None, nic=True) -> tuple[int, str]:
-    root, _ = make_dp(workdir, task)
+def _refused(pe, workdir, netns, start_vm, params: str = "", drives=None, nic=True, **dp) -> tuple[int, str]:
+    root, _ = make_dp(workdir, **dp)
     disk = blank_disk(workdir / "target.img", DISK_SIZE)
     drives = [Drive(disk, "virtio", serial="TARGET01")] if drives is None else drives
     with DPProcess(root, netns.prefix()) as dp:
@@ -92,8 +61,8 @@ def _refused(pe, workdir, netns, start_vm, task, params: str = "", drives=None, 
 
 
 def test_a_task_url_that_fails_is_a_clear_error(pe, workdir, netns, start_vm) -> None:
-    status, console = _refused(pe, workdir, netns, start_vm, None,
-                               "peagent.task=http://10.0.2.2:8080/tasks/missing.json")
+    status, console = _refused(pe, workdir, netns, start_vm, "peagent.task=http://10.0.2.2:8080/tasks/missing.json",
+                               no_task=True)
     assert status == 4
     assert ("error [fetch.not_found]: not found on any DP "
             "(http://10.0.2.2:8080/tasks/missing.json: HTTP 404)") in console
@@ -101,22 +70,21 @@ def test_a_task_url_that_fails_is_a_clear_error(pe, workdir, netns, start_vm) ->
 
 def test_a_malformed_task_names_the_field(pe, workdir, netns, start_vm) -> None:
     task = {"version": 1, "image": {"url": "images/test.img.zst", "sha256": "abc"}}
-    status, console = _refused(pe, workdir, netns, start_vm, task)
+    status, console = _refused(pe, workdir, netns, start_vm, raw_task=json.dumps(task))
     assert status == 2
     assert ('error [task.invalid]: image.sha256: expected 64 hex digits (the sha256 of the raw image), '
             'found "abc"') in console
 
 
 def test_no_network_is_a_clear_error(pe, workdir, netns, start_vm) -> None:
-    status, console = _refused(pe, workdir, netns, start_vm, None, nic=False)
+    status, console = _refused(pe, workdir, netns, start_vm, nic=False, no_task=True)
     assert status == 4
     assert "network: no DHCP lease on any interface (NICs: none)" in console
     assert "error [network.down]: no network" in console
 
 
 def test_no_disk_is_a_clear_error(pe, workdir, netns, start_vm) -> None:
-    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
-    root, _ = make_dp(workdir, good_task(image))
+    root, _ = make_dp(workdir)
     with DPProcess(root, netns.prefix()) as dp:
         vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url}"))
         assert exit_status(vm) == 3
@@ -125,10 +93,10 @@ def test_no_disk_is_a_clear_error(pe, workdir, netns, start_vm) -> None:
 
 
 def test_a_corrupt_image_is_never_reported_as_deployed(pe, workdir, netns, start_vm) -> None:
-    image = mixed_image(workdir / "probe.raw", IMAGE_SIZE, 7)
-    wrong = good_task(image)
+    image = mixed_image(workdir / "image.raw", IMAGE_SIZE, 7)  # what make_dp will serve
+    wrong = image_task(image)
     wrong["image"]["sha256"] = sha256(image + b"x")
-    root, _ = make_dp(workdir, wrong)
+    root, _ = make_dp(workdir, raw_task=json.dumps(wrong))
     disk = blank_disk(workdir / "target.img", DISK_SIZE)
     with DPProcess(root, netns.prefix()) as dp:
         params = f"peagent.dp={dp.guest_url} peagent.status={dp.guest_url}status"
@@ -142,7 +110,7 @@ def test_a_corrupt_image_is_never_reported_as_deployed(pe, workdir, netns, start
 
 
 def test_debug_shell_instead_of_power_off_on_failure(pe, workdir, netns, start_vm) -> None:
-    root, _ = make_dp(workdir, "{not json")
+    root, _ = make_dp(workdir, raw_task="{not json")
     with DPProcess(root, netns.prefix()) as dp:
         vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url} peagent.shell"))
         assert exit_status(vm) == 2
