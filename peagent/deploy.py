@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from peagent.disk.erase import erase, progress_total
 from peagent.disk.filesystem import make_filesystems
 from peagent.disk.partition import apply_layout
 from peagent.errors import PeagentError, TaskError
@@ -87,6 +88,17 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
     for line in plan.render().splitlines():
         log.info("plan: %s", line)
     target = plan.target.disk
+
+    if plan.erase is not None:
+        caps = target.erase_caps
+        assert caps is not None  # the plan checked
+        reporter.emit("erase", f"{target.path}: {plan.erase.mode}")
+        parts = [(p.start, p.size) for p in target.partitions]
+        progress = Progress(progress_total(plan.erase, target.size, parts),
+                            lambda snap: reporter.progress("erase", snap))
+        report = erase(target.path, plan.erase, caps, progress.add)
+        progress.finish()
+        reporter.emit("erase", report.summary())
 
     if plan.layout is not None:
         reporter.emit("partition", f"{target.path}: {len(plan.layout.created)} new, "

@@ -1,7 +1,8 @@
 """The Plan: everything a deploy will do, computed from its inputs alone before anything happens.
 
 ``make_plan(task, inventory, boot_dps)`` checks that the task is meant for this machine, picks
-the target disk (peagent.target), lays out its partitions (peagent.disk.layout), checks that
+the target disk (peagent.target), checks that it supports the erase asked for
+(peagent.disk.erase), lays out its partitions (peagent.disk.layout), checks that
 the image fits, resolves where the image comes from, and decides whether data would be
 destroyed: a whole-disk image or a fresh partition table destroys everything on the disk, a
 layout that keeps partitions only what it deletes. Destroying data needs the task's
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from peagent.disk.erase import EraseSpec, check_erase
 from peagent.disk.layout import LayoutPlan, plan_layout
 from peagent.errors import ImageError, TargetError, TaskError, WrongMachineError
 from peagent.fetch import candidate_urls
@@ -26,6 +28,8 @@ from peagent.task import ImageSpec, MachineMatch, Task
 class Plan:
     deployment_id: str
     target: Selection
+    erase: EraseSpec | None
+    erase_steps: tuple[str, ...]  # what the erase does and verifies, from check_erase
     layout: LayoutPlan | None
     image: ImageSpec | None
     image_urls: tuple[str, ...]
@@ -35,6 +39,8 @@ class Plan:
     def steps(self) -> list[str]:
         disk = self.target.disk
         steps = []
+        if self.erase is not None:
+            steps += [f"erase {disk.path} ({self.erase.mode}): {line}" for line in self.erase_steps]
         if self.layout is not None:
             steps += [f"partition {disk.path}: {line}" for line in self.layout.render()]
         if self.image is not None:
@@ -72,6 +78,8 @@ class Plan:
                 "excluded": [{"path": p, "reason": r} for p, r in self.target.excluded],
             },
             "destroys": list(self.destroys),
+            "erase": None if self.erase is None else {"mode": self.erase.mode, "method": self.erase.method,
+                                                      "samples": self.erase.samples},
             "partitions": None if self.layout is None else self.layout.to_dict(),
             "image": image,
             "steps": self.steps(),
@@ -83,6 +91,12 @@ def make_plan(task: Task, inventory: Inventory, boot_dps: tuple[str, ...] = ()) 
     check_machine(task.machine, inventory)
     selection = select_target(inventory, task.target)
     disk = selection.disk
+    erase_steps: list[str] = []
+    if task.target.erase is not None:
+        if disk.erase_caps is None:
+            raise TargetError(f"{disk.path}: the inventory has no erase capabilities for it (an inventory "
+                              "from an older agent?); cannot plan an erase")
+        erase_steps = check_erase(task.target.erase, disk.erase_caps)
     layout = plan_layout(task.target.partitions, disk) if task.target.partitions else None
     urls: list[str] = []
     if task.image is not None:
@@ -93,17 +107,18 @@ def make_plan(task: Task, inventory: Inventory, boot_dps: tuple[str, ...] = ()) 
         if not urls:
             raise TaskError("image.url", "an absolute URL, or DPs (the task's dps or the PE's peagent.dp)",
                             f"the relative path {task.image.url!r} and no DPs")
-    destroys = tuple(_destroyed(disk.data_found(), layout))
+    destroys = tuple(_destroyed(disk.data_found(), layout, task.target.erase is not None))
     if destroys and not task.target.allow_overwrite:
         raise TargetError(f"{disk.summary()} holds data this deploy would destroy ({', '.join(destroys)}); "
                           "set target.allow_overwrite to true to overwrite it")
-    return Plan(deployment_id=task.deployment_id, target=selection, layout=layout, image=task.image,
-                image_urls=tuple(urls), destroys=destroys, after=task.after)
+    return Plan(deployment_id=task.deployment_id, target=selection, erase=task.target.erase,
+                erase_steps=tuple(erase_steps), layout=layout, image=task.image, image_urls=tuple(urls),
+                destroys=destroys, after=task.after)
 
 
-def _destroyed(found: list[str], layout: LayoutPlan | None) -> list[str]:
+def _destroyed(found: list[str], layout: LayoutPlan | None, erase: bool) -> list[str]:
     """What of the data found on the disk the deploy overwrites."""
-    if layout is None or layout.fresh:
+    if erase or layout is None or layout.fresh:
         return found
     return [f"{p.fstype} on partition {p.number}" for p in layout.deleted if p.fstype]
 

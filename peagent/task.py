@@ -9,6 +9,7 @@ A task is a small, versioned JSON document, usually served by a distribution poi
       "dps": ["http://dp1.example.com/"],           # optional: else the PE's peagent.dp
       "target": {"hints": {"serial": "S3Z9NB0K"},   # optional: which disk (see peagent.hints)
                  "allow_overwrite": false,           # destroying data found on it is refused unless true
+                 "erase": "zero",                    # optional: metadata|discard|zero|secure first
                  "partitions": {...}},               # optional: a layout (peagent.disk.layout)
       "image": {"url": "images/ws.img.zst",         # relative to a DP, or absolute http(s) URL
                 "sha256": "<64 hex digits>",         # digest of the raw (uncompressed) image
@@ -31,6 +32,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from peagent.disk.erase import EraseSpec, parse_erase
 from peagent.disk.layout import LayoutSpec, parse_layout
 from peagent.errors import TaskError, describe
 from peagent.hints import Hints, parse_hints
@@ -61,6 +63,7 @@ class MachineMatch:
 class TargetSpec:
     hints: Hints
     allow_overwrite: bool = False
+    erase: EraseSpec | None = None  # erase the disk first (peagent.disk.erase)
     partitions: LayoutSpec | None = None  # a layout to create (peagent.disk.layout)
 
 
@@ -118,8 +121,13 @@ def parse_task(text: str | bytes) -> Task:
 
 def _check_work(task: Task) -> None:
     """A task must do something, and its parts must not contradict each other."""
-    if task.image is None and task.target.partitions is None:
-        raise TaskError("image", "an image to deploy, or target.partitions to prepare the disk", "neither")
+    target = task.target
+    if task.image is None and target.partitions is None and target.erase is None:
+        raise TaskError("image", "an image to deploy, or target.erase or target.partitions to prepare the "
+                        "disk", "none of them")
+    if target.erase is not None and target.partitions is not None and target.partitions.keep:
+        raise TaskError("target.erase", "no erase when target.partitions keeps partitions (an erase "
+                        "destroys them)", f"erase mode {target.erase.mode!r}")
     if task.image is not None and task.target.partitions is not None:
         raise TaskError("target.partitions", "no layout with a whole-disk image (the image brings its own "
                         "partition table)", "a layout")
@@ -159,9 +167,11 @@ def _target(obj: object) -> TargetSpec:
     f = Fields(obj, "target")
     hints = parse_hints(f.get("hints", dict, "an object of root-device hints", {}), "target.hints")
     allow = f.get("allow_overwrite", bool, "true or false", False)
+    erase = f.get("erase", (str, dict), "an erase mode or an object with mode, method, samples", None)
     layout = f.get("partitions", dict, "a partition layout (table, keep, create)", None)
     f.done()
     return TargetSpec(hints=hints, allow_overwrite=allow,
+                      erase=None if erase is None else parse_erase(erase, "target.erase"),
                       partitions=None if layout is None else parse_layout(layout, "target.partitions"))
 
 

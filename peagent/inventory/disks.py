@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from peagent.disk.capabilities import probe as probe_erase_caps
 from peagent.inventory.model import Disk, Partition
 
 PE_MEDIUM_LABEL = "PEAGENT"
@@ -88,6 +89,7 @@ def _disk(context: Any, dev: Any, mounts: dict[str, list[str]], virtual: bool) -
         in_use=tuple(in_use),
         pe_medium=any(lb and lb.upper() == PE_MEDIUM_LABEL for lb in labels),
         virtual=virtual,
+        erase_caps=probe_erase_caps(dev.device_node, dev.sys_path),
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from peagent.disk.capabilities import EraseCaps
+
 INVENTORY_VERSION = 1
 
 
@@ -53,6 +55,7 @@ class Disk:
     in_use: tuple[str, ...] = ()
     pe_medium: bool = False
     virtual: bool = False  # loop, device-mapper, MD, ...: listed only when asked for
+    erase_caps: EraseCaps | None = None  # what erase modes the disk supports (peagent.disk.capabilities)
 
     def hint_value(self, key: str) -> str | int | bool | None:
         """The value a root-device hint of this key compares against (see peagent.hints)."""
@@ -158,6 +161,7 @@ def from_dict(doc: dict[str, Any]) -> Inventory:
         d["partitions"] = tuple(Partition(**p) for p in d.get("partitions", []))
         d["by_id"] = tuple(d.get("by_id", ()))
         d["in_use"] = tuple(d.get("in_use", ()))
+        d["erase_caps"] = EraseCaps.from_dict(d["erase_caps"]) if d.get("erase_caps") else None
         disks.append(Disk(**d))
     usb = []
     for u in doc.get("usb", []):

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from peagent.errors import ImageError, TargetError, TaskError, WrongMachineError
+from peagent.disk.capabilities import EraseCaps
+from peagent.errors import EraseUnsupportedError, ImageError, TargetError, TaskError, WrongMachineError
 from peagent.inventory import Disk, Dmi, Inventory, Nic, Partition
 from peagent.plan import make_plan
 from peagent.task import parse_task
@@ -121,7 +123,9 @@ def test_a_fresh_layout_on_a_blank_disk_needs_nothing_more() -> None:
 
 
 @pytest.mark.parametrize(("doc", "field", "found"), [
-    ({"version": 1}, "image", "neither"),
+    ({"version": 1}, "image", "none of them"),
+    ({"version": 1, "target": {"erase": "zero", "partitions": {**LAYOUT, "keep": [{"number": 1}]}}},
+     "target.erase", "erase mode 'zero'"),
     ({"version": 1, "target": {"partitions": LAYOUT}, "image": {"url": "x", "sha256": SHA}}, "target.partitions",
      "a layout"),
 ])
@@ -129,3 +133,27 @@ def test_a_task_must_do_one_consistent_thing(doc, field, found) -> None:
     with pytest.raises(TaskError) as info:
         parse_task(json.dumps(doc))
     assert (info.value.field, info.value.found) == (field, found)
+
+
+def caps_disk(**caps: object) -> Inventory:
+    c = EraseCaps(device="/dev/vda", size=8 << 30, interface="virtio", **caps)  # type: ignore[arg-type]
+    return Inventory(disks=(replace(DATA_DISK, erase_caps=c),))
+
+
+def test_an_erase_is_checked_against_the_disk_and_destroys_everything() -> None:
+    zero = parse_task(json.dumps({"version": 1, "target": {"erase": "zero", "allow_overwrite": True}}))
+    plan = make_plan(zero, caps_disk())
+    assert plan.destroys == ("a gpt partition table", "vfat on partition 1", "ext4 on partition 2")
+    assert plan.steps()[0].startswith("erase /dev/vda (zero): write zeroes over all 8 GiB of /dev/vda")
+    assert plan.to_dict()["erase"] == {"mode": "zero", "method": "auto", "samples": 64}
+    discard = parse_task(json.dumps({"version": 1, "target": {"erase": "discard", "allow_overwrite": True}}))
+    with pytest.raises(EraseUnsupportedError, match=r"discard: /dev/vda does not support discard"):
+        make_plan(discard, caps_disk())
+    assert make_plan(discard, caps_disk(discard=True, discard_max_bytes=1 << 30)).erase.mode == "discard"
+    with pytest.raises(TargetError, match="would destroy"):
+        make_plan(parse_task(json.dumps({"version": 1, "target": {"erase": "zero"}})), caps_disk())
+
+
+def test_an_erase_needs_the_capabilities_in_the_inventory() -> None:
+    with pytest.raises(TargetError, match="the inventory has no erase capabilities for it"):
+        make_plan(parse_task(json.dumps({"version": 1, "target": {"erase": "metadata"}})), INV)
