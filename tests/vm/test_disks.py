@@ -121,3 +121,29 @@ def test_a_partition_layout_is_made_as_planned(pe, workdir, netns, start_vm) -> 
         fields = dict(line.split("=", 1) for line in probe.splitlines() if "=" in line)
         labels.append((fields.get("TYPE"), fields.get("LABEL")))
     assert labels == [("vfat", "ESP"), ("ext4", "root"), ("swap", "swap")]
+
+
+def test_a_task_erases_securely_then_partitions(pe, workdir, netns, start_vm) -> None:
+    disk = workdir / "nvme.img"
+    with disk.open("wb") as f:  # an old OS: a partition table, a filesystem, data everywhere
+        for _ in range(512):
+            f.write((b"old data " * 116509)[:1 << 20])
+    subprocess.run(["sgdisk", "-n", "1:2048:+200M", "-t", "1:8300", str(disk)], check=True, capture_output=True)
+    subprocess.run(["mkfs.ext4", "-q", "-E", "offset=1048576", str(disk), "200M"], check=True)
+    layout = {"table": "gpt", "create": [{"role": "linux-data", "size": "fill", "fs": "ext4", "label": "fresh"}]}
+    task = {"version": 1, "after": "poweroff",
+            "target": {"erase": "secure", "allow_overwrite": True, "partitions": layout}}
+    root, _ = make_dp(workdir, raw_task=json.dumps(task))
+    with DPProcess(root, netns.prefix()) as dp:
+        vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url}", [Drive(disk, "nvme", serial="NVME-OLD")]))
+        vm.expect(r"plan: overwrites \(allowed by the task\): a gpt partition table, ext4 on partition 1\n", 120)
+        vm.expect(r"erase: /dev/nvme0n1: secure\n", 60)
+        assert exit_status(vm) == 0
+    assert b"old data" not in disk.read_bytes()
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], check=True, capture_output=True,
+                                      text=True).stdout)["partitiontable"]
+    (part,) = table["partitions"]
+    assert part["start"] * 512 == 1 << 20
+    probe = subprocess.run(["blkid", "-p", "-O", str(part["start"] * 512), "-o", "export", str(disk)],
+                           capture_output=True, text=True).stdout
+    assert "TYPE=ext4" in probe and "LABEL=fresh" in probe
