@@ -92,6 +92,18 @@ class ImageError(PeagentError):
     exit_status = 6
 
 
+class ManifestError(ImageError):
+    """An image's manifest, frame table or block index is malformed or inconsistent."""
+
+    code = "image.manifest"
+
+
+class SignatureError(ImageError):
+    """An image's signature is missing, made by an untrusted key, or wrong; or its pin differs."""
+
+    code = "image.signature"
+
+
 class DeviceError(PeagentError):
     """Reading or writing a block device (or target file) failed."""
 
