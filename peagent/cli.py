@@ -88,6 +88,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from peagent.image.sign import generate_keys
+
+    public = generate_keys(Path(args.out))
+    print(f"key {public.key_id}: private {Path(args.out) / 'peagent.key'} (keep it secret), "
+          f"public {Path(args.out) / 'peagent.pub'}: {public.to_text()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peagent", description="Deploy operating system images safely.")
     parser.add_argument("--version", action="version", version=f"peagent {__version__}")
@@ -117,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after-file", metavar="FILE", help="write the task's after action here "
                    "(reboot, poweroff, none) for the caller to carry out")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("keys", help="make an ed25519 key pair for signing images")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="where to write peagent.key and peagent.pub")
+    p.set_defaults(func=_cmd_keys)
 
     p = sub.add_parser("serve", help="serve a directory as a distribution point")
     p.add_argument("dir", help="the DP directory (pe/, tasks/, images/, boot.ipxe)")

@@ -19,7 +19,7 @@ def write(tmp_path: Path, name: str, doc: object) -> str:
 
 def test_help_lists_only_working_commands() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert sorted(commands) == ["deploy", "inventory", "plan", "serve"]
+    assert sorted(commands) == ["deploy", "inventory", "keys", "plan", "serve"]
 
 
 def test_plan_from_a_captured_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,3 +46,11 @@ def test_errors_map_to_exit_statuses_with_their_message(tmp_path: Path, caplog: 
     assert "error [target.refused]: 2 disks are eligible" in caplog.text
     assert main(["plan", ok, "--inventory", str(tmp_path / "missing.json")]) == 2
     assert "cannot read the inventory" in caplog.text
+
+
+def test_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    public = (tmp_path / "peagent.pub").read_text().strip()
+    assert out.startswith("key ") and out.rstrip().endswith(public)
+    assert main(["keys", "-o", str(tmp_path)]) == 2  # never overwrites a private key
