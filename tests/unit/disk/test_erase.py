@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-import peagent.disk.erase as erase_module
+import peagent.disk.erase.secure as erase_module
 from peagent.disk.capabilities import EraseCaps
 from peagent.disk.erase import (
     ATA_PASSWORD,
