@@ -21,7 +21,6 @@ import os
 import struct
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,27 +38,6 @@ PATTERN = bytes(range(1, 256)) * (MIB // 255) + b"\x01" * (MIB % 255)  # 1 MiB, 
 
 def run(*argv: str, **kwargs) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, **kwargs).stdout
-
-
-@pytest.fixture
-def loop(tmp_path: Path) -> Iterator[Callable[[int], str]]:
-    """Makes loop devices over sparse files of the given size; detaches them all afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (loop devices)")
-    backings: list[Path] = []
-
-    def make(size: int) -> str:
-        backing = tmp_path / f"disk{len(backings)}.img"
-        with backing.open("wb") as f:
-            f.truncate(size)
-        backings.append(backing)
-        return run("losetup", "--find", "--show", "--partscan", str(backing)).strip()
-
-    yield make  # type: ignore[misc]
-    # Detach by backing file: a device name a test detached itself may belong to someone else now.
-    for backing in backings:
-        for line in run("losetup", "--associated", str(backing)).splitlines():
-            subprocess.run(["losetup", "--detach", line.split(":")[0]], check=False)
 
 
 def caps_of(device: str) -> EraseCaps:

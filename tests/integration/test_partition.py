@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,28 +28,6 @@ pytestmark = pytest.mark.root
 
 def run(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-
-
-@pytest.fixture
-def loop(tmp_path: Path) -> Iterator[Callable[[int], str]]:
-    """Makes loop devices over sparse files of the given size; detaches them all afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (loop devices)")
-    backings: list[Path] = []
-
-    def make(size: int, backing: Path | None = None) -> str:
-        backing = backing or tmp_path / f"disk{len(backings)}.img"
-        if not backing.exists():
-            with backing.open("wb") as f:
-                f.truncate(size)
-        backings.append(backing)
-        return run("losetup", "--find", "--show", "--partscan", str(backing)).strip()
-
-    yield make  # type: ignore[misc]
-    # Detach by backing file: a device name a test detached itself may belong to someone else now.
-    for backing in backings:
-        for line in run("losetup", "--associated", str(backing)).splitlines():
-            subprocess.run(["losetup", "--detach", line.split(":")[0]], check=False)
 
 
 def table(device: str) -> dict:
