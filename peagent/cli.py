@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -76,8 +77,9 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from peagent.server.dp import serve
 
-    server = serve(Path(args.dir), args.bind, args.port,
-                   Path(args.status_log) if args.status_log else None)
+    server = serve(Path(args.dir), args.bind, args.port, Path(args.status_log) if args.status_log else None,
+                   upload_token=_secret(args.upload_token_file, "PEAGENT_UPLOAD_TOKEN"),
+                   max_upload=args.max_upload)
     log.info("serving %s at %s", args.dir, server.url)
     try:
         server.serve_forever()
@@ -85,6 +87,64 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def _secret(file: str | None, env: str) -> str | None:
+    """A token from a file or the environment (never from the command line: ps shows it)."""
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    return os.environ.get(env) or None
+
+
+def _cmd_image_build(args: argparse.Namespace) -> int:
+    from peagent.image.build import BuildOptions, build_from
+    from peagent.image.format import DEFAULT_FRAME
+
+    options = BuildOptions(name=args.name, version=args.version, kind=args.kind,
+                           frame_size=args.frame_size or DEFAULT_FRAME, level=args.level,
+                           threads=args.threads or max(1, os.cpu_count() or 1))
+    manifest = build_from(args.source, args.out, options, base=args.base, base_url=args.base_url,
+                          key=Path(args.key) if args.key else None,
+                          token=_secret(args.token_file, "PEAGENT_UPLOAD_TOKEN"), overwrite=args.overwrite,
+                          allow_mounted=args.allow_mounted, progress=lambda snap: log.info("%s", snap.line("build")))
+    log.info("built %s %s: %d bytes in %d bytes of blob (%s)", manifest.name, manifest.version, manifest.size,
+             manifest.blob.size, args.out)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> list:
+    from peagent.image.inspect import public_keys
+    from peagent.image.sign import trusted_keys
+
+    return public_keys(args.key) + trusted_keys()
+
+
+def _cmd_image_inspect(args: argparse.Namespace) -> int:
+    from peagent.image.inspect import inspect_image
+
+    result = inspect_image(args.source, _keys(args), args.pin)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
+    return 0
+
+
+def _cmd_image_verify(args: argparse.Namespace) -> int:
+    from peagent.image.verify import verify_image
+
+    report = verify_image(args.source, _keys(args), pin=args.pin, base=args.base)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    report.raise_for_problems()
+    return 0
+
+
+def _cmd_image_diff(args: argparse.Namespace) -> int:
+    from peagent.image.inspect import diff_images
+
+    result = diff_images(args.a, args.b)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
     return 0
 
 
@@ -127,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(reboot, poweroff, none) for the caller to carry out")
     p.set_defaults(func=_cmd_deploy)
 
+    _image_parsers(sub)
+
     p = sub.add_parser("keys", help="make an ed25519 key pair for signing images")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="where to write peagent.key and peagent.pub")
     p.set_defaults(func=_cmd_keys)
@@ -136,8 +198,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default all)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--status-log", metavar="FILE", help="append POSTed /status events to this file")
+    p.add_argument("--upload-token-file", metavar="FILE", help="accept PUT uploads carrying this bearer token "
+                   "(or set PEAGENT_UPLOAD_TOKEN)")
+    p.add_argument("--max-upload", type=int, metavar="BYTES", help="largest upload accepted")
     p.set_defaults(func=_cmd_serve)
     return parser
+
+
+def _image_parsers(sub: argparse._SubParsersAction) -> None:
+    image = sub.add_parser("image", help="build, inspect, verify and compare images").add_subparsers(
+        dest="image_command", required=True, metavar="SUBCOMMAND")
+
+    p = image.add_parser("build", help="build an image from a raw file, a block device, qcow2 or .gz/.xz/.zst/.bz2")
+    p.add_argument("source", help="raw file, block device, virtual disk or compressed raw image")
+    p.add_argument("-o", "--out", required=True, help="output directory, or an http(s) URL to PUT to")
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--kind", default="disk", choices=["disk", "partition", "files"])
+    p.add_argument("--frame-size", type=int, metavar="BYTES", help="bytes per frame (default 262144)")
+    p.add_argument("--level", type=int, default=9, help="zstd level (default 9)")
+    p.add_argument("--threads", type=int, help="compression threads (default: the CPUs)")
+    p.add_argument("--base", metavar="SRC", help="make a differencing image over this base image")
+    p.add_argument("--base-url", metavar="URL", help="the base's URL as the new manifest should name it")
+    p.add_argument("--key", metavar="FILE", help="sign with this private key (peagent keys)")
+    p.add_argument("--token-file", metavar="FILE", help="bearer token for an upload (or PEAGENT_UPLOAD_TOKEN)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing image at the output")
+    p.add_argument("--allow-mounted", action="store_true", help="capture a block device even while mounted")
+    p.set_defaults(func=_cmd_image_build)
+
+    for name, func, what in (("inspect", _cmd_image_inspect, "summarise an image and its signature"),
+                             ("verify", _cmd_image_verify, "check every frame of an image against its manifest")):
+        p = image.add_parser(name, help=what)
+        p.add_argument("source", help="image directory, manifest path or URL")
+        p.add_argument("--key", action="append", default=[], metavar="PUB", help="a trusted public key (file or text)")
+        p.add_argument("--pin", metavar="SHA256", help="trust the manifest with this sha256")
+        p.add_argument("--json", action="store_true")
+        if name == "verify":
+            p.add_argument("--base", metavar="SRC", help="where the base image is, if not where the manifest says")
+        p.set_defaults(func=func)
+
+    p = image.add_parser("diff", help="what re-imaging a disk holding A with B would fetch")
+    p.add_argument("a", help="image A (on the disk)")
+    p.add_argument("b", help="image B (to deploy)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_image_diff)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,13 @@ fails.
 :class:`RangeReader` is a read-only file object over those URLs. When a connection drops,
 stalls (no byte within the read timeout) or ends early, it reconnects (after a backoff with
 jitter) and asks for the rest with ``Range: bytes=<position>-``, on the same DP or the next
-one; ``If-Match`` with the first answer's ETag makes a file that changed meanwhile an error
-instead of a silent splice. Readers above it (a decompressor, a hash) never notice; they see
-one stream. Client errors (4xx) are not retried: the file is not there, or not for us.
+one; ``If-Match`` with the ETag that DP gave in its first answer makes a file that changed
+meanwhile an error instead of a silent splice. An ETag means something only to the server that
+made it (nginx's is the file's mtime and size, so each DP's copy of an image has its own): a DP
+first asked in the middle of a transfer gets no If-Match, the file's total size must match, and
+the image's digest, checked above this module, catches the rest. Readers above it (a
+decompressor, a hash) never notice; they see one stream. Client errors (4xx) are not retried:
+the file is not there, or not for us.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ class RangeReader:
         self.position = 0
         self.retries = 0
         self.url = self.urls[0]
-        self._etag: str | None = None
+        self._etags: dict[str, str] = {}  # per URL: the strong ETag of that DP's first answer
         self._response: requests.Response | None = None
         self._url_index = 0
         self._refused: dict[str, int] = {}
@@ -184,8 +188,8 @@ class RangeReader:
         headers = {}
         if self.position:
             headers["Range"] = f"bytes={self.position}-"
-            if self._etag:
-                headers["If-Match"] = self._etag
+            if self.url in self._etags:
+                headers["If-Match"] = self._etags[self.url]
         response = self.session.get(self.url, headers=headers, stream=True, timeout=self.timeout)
         status = response.status_code
         if status == 412:
@@ -201,11 +205,15 @@ class RangeReader:
         self._check_length(response)
         if status == 200 and self.position:
             # The server ignored Range: skip what we already have.
-            self._skip(response, self.position)
+            try:
+                self._skip(response, self.position)
+            except BaseException:
+                response.close()
+                raise
         self._response = response
         etag = response.headers.get("ETag")
-        if etag and not etag.startswith("W/") and self._etag is None:
-            self._etag = etag
+        if etag and not etag.startswith("W/"):
+            self._etags.setdefault(self.url, etag)
 
     def _check_length(self, response: requests.Response) -> None:
         total: int | None = None

@@ -12,9 +12,12 @@ A task is a small, versioned JSON document, usually served by a distribution poi
                  "erase": "zero",                    # optional: metadata|discard|zero|secure first
                  "partitions": {...}},               # optional: a layout (peagent.disk.layout)
       "image": {"url": "images/ws.img.zst",         # relative to a DP, or absolute http(s) URL
-                "sha256": "<64 hex digits>",         # digest of the raw (uncompressed) image
+                "sha256": "<64 hex digits>",         # digest of the raw (uncompressed) image, and/or
+                "checksum_url": "images/SHA256SUMS", # a checksum file listing the image (or SHA512SUMS)
                 "size": 4294967296,                  # raw size in bytes (optional)
-                "compression": "zstd"},              # "zstd" or "none" (default: from the suffix)
+                "compression": "zstd",               # auto, none, gzip, xz, bzip2, zstd (default: the
+                                                     #   suffix's, else auto: by the data's magic bytes)
+                "bmap": "auto"},                     # auto (look next to the image), a URL/path, or null
       "after": "reboot"                              # "reboot", "poweroff" or "none"
     }
 
@@ -31,16 +34,18 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from peagent.disk.erase import EraseSpec, parse_erase
 from peagent.disk.layout import LayoutSpec, parse_layout
 from peagent.errors import TaskError, describe
 from peagent.hints import Hints, parse_hints
+from peagent.image.compression import suffix_hint
 from peagent.schema import Fields
 
 TASK_VERSION = 1
 AFTER_ACTIONS = ("reboot", "poweroff", "none")
-COMPRESSIONS = ("none", "zstd")
+COMPRESSIONS = ("auto", "none", "gzip", "xz", "bzip2", "zstd")
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
@@ -70,9 +75,11 @@ class TargetSpec:
 @dataclass(frozen=True)
 class ImageSpec:
     url: str
-    sha256: str
+    sha256: str | None  # of the raw image; None when checksum_url or an explicit bmap proves it
     size: int | None
-    compression: str
+    compression: str  # "auto" (by magic bytes, the suffix as a hint) or one of none, gzip, xz, bzip2, zstd
+    checksum_url: str | None = None  # a SHA256SUMS-style file that lists the image
+    bmap: str | None = "auto"  # "auto" (next to the image, as bmaptool looks), a URL or path, or None
 
 
 @dataclass(frozen=True)
@@ -179,20 +186,43 @@ def _image(obj: object) -> ImageSpec | None:
     if obj is None:
         return None
     f = Fields(obj, "image")
-    url = f.get("url", str, "the image's URL or its path on the DPs")
-    if not url or any(c.isspace() for c in url):
-        raise TaskError("image.url", "a URL or a path without spaces", describe(url))
-    if "://" in url:
-        check_http_url(url, "image.url")
-    sha256 = f.get("sha256", str, "the sha256 of the raw image, 64 hex digits")
-    if not _SHA256.fullmatch(sha256):
+    url = _ref(f.get("url", str, "the image's URL or its path on the DPs"), "image.url")
+    assert url is not None
+    proof = "the sha256 of the raw image, 64 hex digits (or image.checksum_url, or image.bmap)"
+    sha256 = f.get("sha256", str, proof, None)
+    if sha256 is not None and not _SHA256.fullmatch(sha256):
         raise TaskError("image.sha256", "64 hex digits (the sha256 of the raw image)", describe(sha256))
+    checksum_url = _ref(f.get("checksum_url", str, "the URL or DP path of a checksum file (SHA256SUMS)", None),
+                        "image.checksum_url")
+    bmap_given = "bmap" in f.obj
+    bmap = f.get("bmap", (str, type(None)), 'a bmap\'s URL or DP path, "auto" or null', "auto")
+    if bmap == "none":
+        bmap = None
+    elif bmap not in (None, "auto"):
+        bmap = _ref(bmap, "image.bmap")
+    if sha256 is None and checksum_url is None and not (bmap_given and bmap is not None):
+        # A bmap found by chance proves nothing the task asked for; one named in the task does.
+        raise TaskError("image.sha256", proof, "nothing (the field is required)")
     size = f.get("size", int, "the raw image size in bytes, a positive integer", None)
     if size is not None and size <= 0:
         raise TaskError("image.size", "a positive number of bytes", describe(size))
-    default_compression = "zstd" if url.endswith(".zst") else "none"
+    # The suffix's compression when it names a supported one (the data must agree), else auto.
+    hint = suffix_hint(urlsplit(url).path)
+    default_compression = hint[1] if hint and hint[1] in COMPRESSIONS else "auto"
     compression = f.get("compression", str, f"one of {', '.join(COMPRESSIONS)}", default_compression)
     if compression not in COMPRESSIONS:
         raise TaskError("image.compression", f"one of {', '.join(COMPRESSIONS)}", describe(compression))
     f.done()
-    return ImageSpec(url=url, sha256=sha256.lower(), size=size, compression=compression)
+    return ImageSpec(url=url, sha256=sha256.lower() if sha256 else None, size=size, compression=compression,
+                     checksum_url=checksum_url, bmap=bmap)
+
+
+def _ref(value: str | None, field: str) -> str | None:
+    """A URL or DP path, as image.url: no spaces; http(s) when absolute."""
+    if value is None:
+        return None
+    if not value or any(c.isspace() for c in value):
+        raise TaskError(field, "a URL or a path without spaces", describe(value))
+    if "://" in value:
+        check_http_url(value, field)
+    return value

@@ -8,6 +8,15 @@ no ``..``, no directory listings, nothing outside DIR except what DIR's own syml
 (an administrator's choice). Status events POSTed to ``/status`` are appended to a JSON-lines
 file when one is configured.
 
+Uploads (``peagent image build -o http://dp/images/name/version/``) are ``PUT``s, accepted only
+when the server was started with an upload token, and only with ``Authorization: Bearer
+<token>``. A body comes with a Content-Length or chunked (a stream whose size is not known before
+its end, as a build produces it), up to a size limit when one is set. It is written under a
+temporary name beside its target and renamed once complete and flushed, so a reader never sees
+half a file, and an interrupted upload leaves nothing behind; ``If-None-Match: *`` refuses to
+replace an existing file. Paths are taken as literally as for GET, and never through a symlink
+that leads out of DIR.
+
 A typical DP directory::
 
     pe/vmlinuz  pe/initrd.zst        the PE, for iPXE
@@ -18,21 +27,28 @@ A typical DP directory::
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import hmac
 import json
 import logging
 import os
 import re
+import sys
+import tempfile
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from peagent.errors import UsageError
 
 log = logging.getLogger("peagent.serve")
 MAX_EVENT = 64 << 10  # bytes: a status event is small; anything bigger is refused
+UPLOAD_TIMEOUT = 300  # seconds without a byte of an upload's body before it is dropped
+_PIECE = 1 << 20
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
@@ -40,16 +56,26 @@ class DPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], root: Path, status_log: Path | None = None) -> None:
+    def __init__(self, address: tuple[str, int], root: Path, status_log: Path | None = None,
+                 upload_token: str | None = None, max_upload: int | None = None) -> None:
         super().__init__(address, _Handler)
         self.root = root.resolve()
         self.status_log = status_log
         self.status_lock = threading.Lock()
+        self.upload_token = upload_token
+        self.max_upload = max_upload
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # A client that goes away (a machine rebooted, an upload aborted) is routine, not a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            log.debug("%s went away: %s", client_address[0], sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -91,6 +117,148 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(HTTPStatus.NO_CONTENT)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def do_OPTIONS(self) -> None:
+        """What the DP allows; an uploader asks first, so that a wrong token fails before any upload."""
+        token = self.server.upload_token
+        if token is not None and "Authorization" in self.headers and not self._authorized(token):
+            self._refuse_token()
+            return
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.send_header("Allow", "GET, HEAD, PUT" if token is not None else "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _authorized(self, token: str) -> bool:
+        return hmac.compare_digest(self.headers.get("Authorization", "").encode(), f"Bearer {token}".encode())
+
+    def _refuse_token(self) -> None:
+        self.close_connection = True
+        self._error(HTTPStatus.UNAUTHORIZED, "an upload needs Authorization: Bearer <the DP's upload token>",
+                    headers={"WWW-Authenticate": 'Bearer realm="peagent"'})
+
+    def do_PUT(self) -> None:
+        token = self.server.upload_token
+        if token is None:
+            self.close_connection = True
+            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "uploads are not enabled on this DP (no upload token)",
+                        headers={"Allow": "GET, HEAD"})
+            return
+        if not self._authorized(token):
+            self._refuse_token()
+            return
+        target = self._upload_target()
+        if isinstance(target, tuple):
+            self.close_connection = True
+            self._error(*target)
+            return
+        if self.headers.get("If-None-Match", "").strip() == "*" and target.exists():
+            self.close_connection = True
+            self._error(HTTPStatus.PRECONDITION_FAILED, "the file exists (If-None-Match: *)")
+            return
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        length = None
+        if not chunked:
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self.close_connection = True
+                self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length or a chunked body is required")
+                return
+        limit = self.server.max_upload
+        if limit is not None and length is not None and length > limit:
+            self.close_connection = True
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"uploads are at most {limit} bytes here")
+            return
+        existed = target.exists()
+        failure = self._store(target, length, limit)
+        if failure is not None:
+            self.close_connection = True
+            self._error(*failure)
+            return
+        log.info("stored %s", target)
+        self.send_response(HTTPStatus.NO_CONTENT if existed else HTTPStatus.CREATED)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _store(self, target: Path, length: int | None, limit: int | None) -> tuple[HTTPStatus, str] | None:
+        """Receive the body into a temporary file and rename it to ``target``; (status, why) when that fails."""
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.upload-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                self.connection.settimeout(UPLOAD_TIMEOUT)
+                try:
+                    self._receive(out, length, limit)
+                finally:
+                    self.connection.settimeout(None)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temp, 0o644)  # readable by whoever serves it, as a file copied in would be
+            os.replace(temp, target)
+            _fsync_dir(target.parent)
+            return None
+        except _BodyError as exc:
+            return exc.status, exc.message
+        except OSError as exc:
+            log.warning("upload of %s failed: %s", target, exc)
+            return HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot store the file: {exc.strerror or exc}"
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # only there when the upload failed
+
+    def _upload_target(self) -> Path | tuple[HTTPStatus, str]:
+        """Where an upload goes (parent directories made), or why not; never out of DIR through a symlink."""
+        path = self._resolve()
+        if path is None or path == self.server.root or urlsplit(self.path).path.endswith("/"):
+            return HTTPStatus.BAD_REQUEST, "path refused: a PUT names a file under the DP's directory"
+        existing = path.parent
+        while not existing.exists() and not existing.is_symlink():
+            existing = existing.parent
+        if not existing.resolve().is_relative_to(self.server.root):
+            return HTTPStatus.BAD_REQUEST, "path refused: it leads out of the DP's directory"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return HTTPStatus.CONFLICT, f"cannot make the directory: {exc.strerror}"
+        if path.is_symlink() or path.is_dir():
+            return HTTPStatus.CONFLICT, "a symlink or a directory is there: not replaced by an upload"
+        return path
+
+    def _receive(self, out: BinaryIO, length: int | None, limit: int | None) -> int:
+        """Copy the request's body into ``out``; _BodyError when it is short, malformed or too large."""
+        total = 0
+
+        def copy(count: int) -> None:
+            nonlocal total
+            total += count
+            if limit is not None and total > limit:
+                raise _BodyError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"uploads are at most {limit} bytes here")
+            while count:
+                data = self.rfile.read(min(count, _PIECE))
+                if not data:
+                    raise _BodyError(HTTPStatus.BAD_REQUEST, "the body ended early")
+                out.write(data)
+                count -= len(data)
+
+        try:
+            if length is not None:
+                copy(length)
+                return total
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    count = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise _BodyError(HTTPStatus.BAD_REQUEST, "malformed chunked body") from None
+                if count == 0:
+                    while self.rfile.readline(1024).strip():  # trailers, up to the empty line
+                        pass
+                    return total
+                copy(count)
+                if self.rfile.readline(1024).strip():
+                    raise _BodyError(HTTPStatus.BAD_REQUEST, "malformed chunked body")
+        except TimeoutError:
+            raise _BodyError(HTTPStatus.REQUEST_TIMEOUT, "the body stalled") from None
 
     def _resolve(self) -> Path | None:
         path = unquote(urlsplit(self.path).path)
@@ -174,9 +342,12 @@ class _Handler(BaseHTTPRequestHandler):
             return "unsatisfiable"
         return start, end
 
-    def _error(self, status: HTTPStatus, message: str, body: bool = True) -> None:
+    def _error(self, status: HTTPStatus, message: str, body: bool = True,
+               headers: dict[str, str] | None = None) -> None:
         data = (message + "\n").encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -184,8 +355,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-def serve(root: Path, bind: str, port: int, status_log: Path | None = None) -> DPServer:
-    """A started-but-not-serving DPServer; call serve_forever() (or run it in a thread)."""
+class _BodyError(Exception):
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def serve(root: Path, bind: str, port: int, status_log: Path | None = None, *, upload_token: str | None = None,
+          max_upload: int | None = None) -> DPServer:
+    """A started-but-not-serving DPServer; call serve_forever() (or run it in a thread).
+
+    With ``upload_token``, PUTs carrying it as a bearer token store files (at most ``max_upload``
+    bytes each, when given).
+    """
     if not root.is_dir():
         raise UsageError(f"cannot serve {root}: not a directory")
-    return DPServer((bind, port), root, status_log)
+    if upload_token is not None and len(upload_token) < 16:
+        raise UsageError("the upload token is too short to keep anyone out: use 16 characters or more "
+                         "(e.g. from `openssl rand -hex 16`)")
+    return DPServer((bind, port), root, status_log, upload_token, max_upload)

@@ -222,7 +222,6 @@ def test_image_esp_has_removable_media_loader() -> None:
 
 
 @needs_image
-@pytest.mark.skipif(os.environ.get("PEAGENT_SLOW") != "1", reason="hashes 500 MB; PEAGENT_SLOW=1")
 def test_image_hashes() -> None:
     info = json.loads((IMAGE_DIR / "demo-os.json").read_text())
     for name, key in (("demo-os.img", "sha256"), ("demo-os.img.zst", "compressed_sha256")):

@@ -5,7 +5,8 @@
     namespace "site-dhcp"  10.77.0.1  dnsmasq as the site's own DHCP server (addresses only)
     namespace "pxe"        10.77.0.2  netboot/dnsmasq/peagent-proxy.conf: proxy-DHCP + TFTP,
                                       its TFTP root made by netboot/make-tftp-root;
-                                      optionally nginx with netboot/nginx/peagent-dp.conf (port 80)
+                                      optionally nginx with netboot/nginx/peagent-dp.conf (port 80,
+                                      through tests.support.nginx)
     clients                (DHCP)     PXE clients: Python (tests.support.dhcp) or QEMU on a tap
 
 all on one bridge (:class:`tests.support.netns.Lan`); nothing is reachable but these. The
@@ -27,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.support.netns import Lan, Netns
+from tests.support.nginx import Nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 NETBOOT = ROOT / "netboot"
@@ -71,30 +73,6 @@ class Daemon:
                 self.proc.wait(5)
 
 
-def nginx_config(public: Path, dp_root: Path) -> Path:
-    """A main nginx.conf around the shipped server block, its root pointed at ``dp_root``."""
-    block = (NETBOOT / "nginx" / "peagent-dp.conf").read_text()
-    block, count = re.subn(r"(?m)^(\s*root)\s+\S+;", rf"\1 {dp_root};", block)
-    assert count == 1, "peagent-dp.conf should have exactly one root directive"
-    (public / "peagent-dp.conf").write_text(block)
-    conf = public / "nginx.conf"
-    conf.write_text(f"""
-user nobody nogroup;
-worker_processes 1;
-daemon off;
-pid {public}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log /dev/stderr;
-    include {public}/peagent-dp.conf;
-}}
-""")
-    return conf
-
-
 class PxeSite:
     """The namespaces and servers of the module docstring; a context manager that removes them all."""
 
@@ -102,7 +80,8 @@ class PxeSite:
                  dp_root: Path | None = None) -> None:
         self.work, self.dp_root = work, dp_root
         self.proxy_args, self.tftp_args = list(proxy_args), list(tftp_args)
-        self.daemons: list[Daemon] = []
+        self.daemons: list[Daemon | Nginx] = []
+        self.nginx: Nginx | None = None
         self._stack = contextlib.ExitStack()
         self.public = Path()
         self.tftp_root = Path()
@@ -154,8 +133,12 @@ class PxeSite:
             shutil.copytree(self.dp_root, shown)
             for path in [shown, *shown.rglob("*")]:
                 path.chmod(0o755 if path.is_dir() else 0o644)
-            conf = nginx_config(self.public, shown)
-            self._daemon(self.pxe_ns, "nginx", ["nginx", "-c", str(conf)], ready=r"start worker process")
+            # The shipped server block as is (port 80, every address of the PXE server).
+            self.nginx = Nginx(shown, work=self.public, port=80, address=None, ns=self.pxe_ns,
+                               log_dir=self.work / "nginx")
+            self.nginx.log_dir.mkdir(exist_ok=True)
+            self.daemons.append(self.nginx)
+            self.nginx.__enter__()
 
     def _daemon(self, ns: Netns, name: str, argv: list[str], ready: str) -> Daemon:
         daemon = Daemon(ns, name, argv, self.work / f"{name}.log")
@@ -166,7 +149,7 @@ class PxeSite:
         for daemon in reversed(self.daemons):
             daemon.stop()
 
-    def daemon(self, name: str) -> Daemon:
+    def daemon(self, name: str) -> Daemon | Nginx:
         return next(d for d in self.daemons if d.name == name)
 
     @contextlib.contextmanager

@@ -73,6 +73,15 @@ def test_fails_over_to_the_next_dp() -> None:
     assert [q.get("Range") for q in good.requests] == [None, "bytes=10-"]
 
 
+def test_failover_does_not_send_one_dps_etag_to_another() -> None:
+    # ETags are per server (nginx's are mtime and size): another DP's copy of the file has its own.
+    with FlakyServer(FILES, [("drop", 1000)]) as a, FlakyServer(FILES, [("etag", '"b1"')]) as b:
+        data, r = read_all([a.url + "/blob", b.url + "/blob"])
+    assert data == DATA
+    assert r.retries == 1
+    assert [(q.get("Range"), q.get("If-Match")) for q in b.requests] == [("bytes=1000-", None)]
+
+
 def test_not_found_anywhere() -> None:
     with FlakyServer({}) as a, FlakyServer({}) as b, pytest.raises(NotFoundError) as info:
         read_all([a.url + "/x", b.url + "/x"])

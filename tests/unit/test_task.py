@@ -24,8 +24,9 @@ def error(text: str | bytes) -> TaskError:
 
 def test_minimal_task_gets_defaults() -> None:
     t = parse_task(task())
-    assert t.image.compression == "zstd"
+    assert t.image.compression == "zstd"  # from the suffix
     assert t.image.size is None
+    assert t.image.checksum_url is None and t.image.bmap == "auto"
     assert t.after == "reboot"
     assert t.target.allow_overwrite is False
     assert not t.target.hints
@@ -44,7 +45,7 @@ def test_full_task_is_normalised() -> None:
     assert t.machine.mac == "52:54:00:ab:cd:ef"
     assert t.machine.uuid == "4c4c4544-0042-3010-8048-b4c04f4e3232"
     assert t.dps == ("http://dp1/", "https://dp2:8443/x")
-    assert t.image.compression == "none" and t.image.sha256 == SHA and t.image.size == 4096
+    assert t.image.compression == "auto" and t.image.sha256 == SHA and t.image.size == 4096  # .img: the data decides
     assert t.target.hints.describe() == "serial s== 'S1', size == 64"
 
 
@@ -54,15 +55,25 @@ def test_full_task_is_normalised() -> None:
     (task(version=2), "version", "1 (the version this agent reads)", "2"),
     (json.dumps({"image": {}}), "version", "the task format version, 1", "nothing (the field is required)"),
     (task(version=True), "version", "the task format version, 1", "true (a boolean)"),
-    (task(image={"url": "x"}), "image.sha256", "the sha256 of the raw image, 64 hex digits",
+    (task(image={"url": "x"}), "image.sha256",
+     "the sha256 of the raw image, 64 hex digits (or image.checksum_url, or image.bmap)",
      "nothing (the field is required)"),
+    (task(image={"url": "x", "bmap": None}), "image.sha256",
+     "the sha256 of the raw image, 64 hex digits (or image.checksum_url, or image.bmap)",
+     "nothing (the field is required)"),
+    (task(image={"url": "x", "checksum_url": "ftp://h/SUMS"}), "image.checksum_url", "an http:// or https:// URL",
+     '"ftp://h/SUMS"'),
+    (task(image={"url": "x", "sha256": SHA, "bmap": "a b.bmap"}), "image.bmap", "a URL or a path without spaces",
+     '"a b.bmap"'),
+    (task(image={"url": "x", "sha256": SHA, "bmap": False}), "image.bmap", 'a bmap\'s URL or DP path, "auto" or null',
+     "false (a boolean)"),
     (task(image={"url": "x", "sha256": "abc"}), "image.sha256", "64 hex digits (the sha256 of the raw image)",
      '"abc"'),
     (task(image={"url": "x", "sha256": SHA, "size": 0}), "image.size", "a positive number of bytes", "0"),
     (task(image={"url": "x y", "sha256": SHA}), "image.url", "a URL or a path without spaces", '"x y"'),
     (task(image={"url": "ftp://h/x", "sha256": SHA}), "image.url", "an http:// or https:// URL", '"ftp://h/x"'),
-    (task(image={"url": "x", "sha256": SHA, "compression": "gzip"}), "image.compression",
-     "one of none, zstd", '"gzip"'),
+    (task(image={"url": "x", "sha256": SHA, "compression": "lz4"}), "image.compression",
+     "one of auto, none, gzip, xz, bzip2, zstd", '"lz4"'),
     (task(after="halt"), "after", "one of reboot, poweroff, none", '"halt"'),
     (task(dps=["dp1"]), "dps[0]", "an http:// or https:// URL", '"dp1"'),
     (task(dps="http://dp1"), "dps", "a list of http(s) URLs", '"http://dp1"'),
@@ -82,6 +93,19 @@ def test_invalid_tasks_name_field_expectation_and_finding(text, field, expected,
     assert (exc.field, exc.expected) == (field, expected)
     assert exc.found.startswith(found)
     assert str(exc) == f"{field}: expected {expected}, found {exc.found}"
+
+
+def test_third_party_image_fields() -> None:
+    doc = {"url": "http://dp/debian.raw.xz", "checksum_url": "http://dp/SHA512SUMS", "compression": "xz",
+           "bmap": "http://dp/debian.raw.bmap"}
+    image = parse_task(task(image=doc)).image
+    assert (image.sha256, image.checksum_url, image.compression, image.bmap) == (
+        None, "http://dp/SHA512SUMS", "xz", "http://dp/debian.raw.bmap")
+    # A bmap named in the task proves the data by its range checksums; "auto" named explicitly too.
+    assert parse_task(task(image={"url": "a.img.gz", "bmap": "a.img.bmap"})).image.bmap == "a.img.bmap"
+    assert parse_task(task(image={"url": "a.img.gz", "bmap": "auto"})).image.sha256 is None
+    assert parse_task(task(image={"url": "a.img", "sha256": SHA, "bmap": None})).image.bmap is None
+    assert parse_task(task(image={"url": "a.img", "sha256": SHA, "bmap": "none"})).image.bmap is None
 
 
 def test_unknown_field_is_refused_with_a_suggestion() -> None:

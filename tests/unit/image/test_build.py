@@ -46,3 +46,15 @@ def test_empty_source_and_bad_frame_size(tmp_path: Path) -> None:
         build_image(io.BytesIO(b""), tmp_path, BuildOptions(name="x", version="1"))
     with pytest.raises(ImageError, match="frame size 5000: expected a multiple of 4096"):
         build_image(io.BytesIO(b"x"), tmp_path, BuildOptions(name="x", version="1", frame_size=5000))
+
+
+def test_build_from_reports_progress_with_rate_and_eta(tmp_path: Path) -> None:
+    from peagent.image.build import build_from
+
+    (tmp_path / "disk.img").write_bytes(b"x" * (3 << 20))
+    snaps = []
+    m = build_from(str(tmp_path / "disk.img"), str(tmp_path / "img"), BuildOptions(name="x", version="1"),
+                   progress=snaps.append)
+    assert m.source == "disk.img"
+    assert snaps[-1].done == snaps[-1].total == 3 << 20 and snaps[-1].eta == 0
+    assert "3.0/3.0 MiB (100%)" in snaps[-1].line("building")
