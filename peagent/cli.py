@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -66,11 +67,55 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from peagent.deploy import DeployOptions, deploy
 
     boot = parse_cmdline(Path(args.cmdline).read_text()) if args.cmdline else BootParams()
+    run_dir = Path("/run/peagent")
     options = DeployOptions(task=args.task or boot.task, dps=tuple(args.dp) or boot.dps,
-                            status=args.status or boot.status)
+                            status=args.status or boot.status, keys=(*boot.keys, *_key_texts(args.key)),
+                            journal_dir=run_dir if run_dir.is_dir() else None)
     task = deploy(options)
     if args.after_file:
         Path(args.after_file).write_text(task.after + "\n")
+    return 0
+
+
+def _key_texts(given: list[str]) -> tuple[str, ...]:
+    """Public keys given on the command line: files (peagent.pub) or the base64 text itself."""
+    return tuple(Path(k).read_text().strip() if Path(k).is_file() else k for k in given)
+
+
+def _rate(text: str | None) -> float | None:
+    """A bandwidth like 10M, 500k or 1.5G (bytes per second)."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", text)
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"--limit-rate: expected bytes per second like 10M, 500k or 1.5G, found {text!r}")
+    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+
+
+def _cmd_write(args: argparse.Namespace) -> int:
+    from peagent.image.job import ManifestSource, names_a_manifest, prepare_image
+    from peagent.image.sign import trusted_keys
+    from peagent.image.thirdparty import StreamSource
+    from peagent.image.writer import WriteOptions
+    from peagent.progress import Progress
+    from peagent.task import check_sha256
+
+    if names_a_manifest(args.source) and not (args.sha256 or args.checksum_url):
+        source = ManifestSource(args.source, check_sha256(args.pin, "--pin") if args.pin else None)
+    else:
+        bmap = None if args.bmap == "none" else args.bmap
+        source = StreamSource(args.source, check_sha256(args.sha256, "--sha256") if args.sha256 else None,
+                              args.checksum_url, args.size, args.compression, bmap)
+    options = WriteOptions(connections=args.connections, direct=not args.no_direct, reuse=args.reuse,
+                           journal=Path(args.journal) if args.journal else None, limit_rate=_rate(args.limit_rate),
+                           ca=args.ca)
+    job = prepare_image(source, tuple(args.dp), keys=trusted_keys(given=_key_texts(args.key)), options=options)
+    progress = Progress(job.size, lambda snap: log.info("%s", snap.line("write")))
+    lines = job.write(args.target, target_zeroed=args.zeroed, progress=progress.add,
+                      on_retry=lambda m: log.warning("retry: %s", m))
+    progress.finish()
+    for line in lines:
+        log.info("%s", line)
     return 0
 
 
@@ -185,7 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
                    "command line (the PE passes /proc/cmdline); options override them")
     p.add_argument("--after-file", metavar="FILE", help="write the task's after action here "
                    "(reboot, poweroff, none) for the caller to carry out")
+    p.add_argument("--key", action="append", default=[], metavar="PUB", help="trust this image key (file or text)")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("write", help="write an image onto a disk or file, verified, resuming what is there")
+    p.add_argument("source", help="a peagent image (directory, manifest.json path or URL, or a path on the DPs) or "
+                   "a third-party image file or URL (.img, .raw, .gz, .xz, .zst, .bz2)")
+    p.add_argument("target", help="a block device or a file")
+    p.add_argument("--dp", action="append", default=[], metavar="URL", help="a distribution point")
+    p.add_argument("--key", action="append", default=[], metavar="PUB", help="trust this image key (file or text)")
+    p.add_argument("--pin", metavar="SHA256", help="trust the manifest with this sha256 (instead of a signature)")
+    p.add_argument("--sha256", metavar="HEX", help="third-party image: the sha256 of the raw image")
+    p.add_argument("--checksum-url", metavar="URL", help="third-party image: a SHA256SUMS file listing it")
+    p.add_argument("--bmap", default="auto", metavar="auto|URL|none", help="third-party image: its bmap")
+    p.add_argument("--size", type=int, metavar="BYTES", help="third-party image: its raw size")
+    p.add_argument("--compression", default="auto", choices=["auto", "none", "gzip", "xz", "bzip2", "zstd"])
+    p.add_argument("--connections", type=int, default=4, help="parallel HTTP connections (default 4)")
+    p.add_argument("--no-direct", action="store_true", help="buffered writes instead of O_DIRECT")
+    p.add_argument("--reuse", default="auto", choices=["auto", "scan", "none"],
+                   help="reuse blocks the target holds elsewhere: auto, scan the target, or none")
+    p.add_argument("--journal", metavar="FILE", help="record finished frames here, to continue after a crash")
+    p.add_argument("--limit-rate", metavar="RATE", help="bandwidth cap, e.g. 10M (bytes/s)")
+    p.add_argument("--ca", metavar="FILE", help="CA bundle for https DPs")
+    p.add_argument("--zeroed", action="store_true", help="the target is known to read as zeros (skip holes)")
+    p.set_defaults(func=_cmd_write)
 
     _image_parsers(sub)
 

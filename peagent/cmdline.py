@@ -8,6 +8,7 @@ through ``peagent.*`` kernel parameters:
                                   ``tasks/default.json``)
 ``peagent.dp=URL[,URL...]``       distribution points, preferred first
 ``peagent.status=URL``            where to POST status events
+``peagent.key=BASE64``            an ed25519 public key to trust for images (may be repeated)
 ``peagent.shell``                 on failure, a debug shell on the console instead of power-off
 ``peagent.run=BASE64``            run this shell command instead of a task (handled by /init)
 ================================  =============================================================
@@ -23,9 +24,10 @@ import shlex
 from dataclasses import dataclass
 
 from peagent.errors import TaskError
+from peagent.image.sign import PublicKey
 from peagent.task import check_http_url
 
-KNOWN = ("peagent.task", "peagent.dp", "peagent.status", "peagent.shell", "peagent.run")
+KNOWN = ("peagent.task", "peagent.dp", "peagent.status", "peagent.shell", "peagent.run", "peagent.key")
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,12 @@ class BootParams:
     dps: tuple[str, ...] = ()
     status: str | None = None
     shell: bool = False
+    keys: tuple[str, ...] = ()
 
 
 def parse_cmdline(text: str) -> BootParams:
     values: dict[str, str | None] = {}
+    keys: list[str] = []
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -50,6 +54,9 @@ def parse_cmdline(text: str) -> BootParams:
                 close = difflib.get_close_matches(key, KNOWN, n=1)
                 raise TaskError(key, f"a known parameter: {', '.join(KNOWN)}",
                                 "an unknown one" + (f" (did you mean {close[0]}?)" if close else ""))
+            if key == "peagent.key":
+                PublicKey.from_text(value, "peagent.key")  # refuse a malformed key now, naming the parameter
+                keys.append(value)
             values[key] = value if sep else None
     task = values.get("peagent.task")
     if task is not None:
@@ -60,4 +67,4 @@ def parse_cmdline(text: str) -> BootParams:
     status = values.get("peagent.status")
     if status is not None:
         check_http_url(status, "peagent.status")
-    return BootParams(task=task, dps=dps, status=status, shell="peagent.shell" in values)
+    return BootParams(task=task, dps=dps, status=status, shell="peagent.shell" in values, keys=tuple(keys))

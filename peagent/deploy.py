@@ -14,17 +14,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from peagent.disk.erase import erase, progress_total
+from peagent.disk.erase import erase, expected_data, progress_total
 from peagent.disk.filesystem import make_filesystems
 from peagent.disk.partition import apply_layout
-from peagent.errors import PeagentError, TaskError
-from peagent.fetch import NotFoundError, RangeReader, candidate_urls, fetch_bytes
-from peagent.image.stream import write_image
+from peagent.errors import ImageError, PeagentError, TaskError
+from peagent.fetch import NotFoundError, candidate_urls, fetch_bytes
+from peagent.image.job import prepare_image
+from peagent.image.sign import trusted_keys
 from peagent.inventory import Inventory, collect
-from peagent.plan import Plan, make_plan
+from peagent.plan import make_plan
 from peagent.progress import Progress
 from peagent.status import Reporter
-from peagent.task import ImageSpec, Task, parse_task
+from peagent.task import Task, parse_task
 
 log = logging.getLogger("peagent")
 TASK_LIMIT = 1 << 20  # bytes; a task is a small document
@@ -35,6 +36,8 @@ class DeployOptions:
     task: str | None  # URL or path of the task; None: look it up on the DPs
     dps: tuple[str, ...] = ()
     status: str | None = None
+    keys: tuple[str, ...] = ()  # public keys given at boot (peagent.key=), trusted besides /etc/peagent/keys
+    journal_dir: Path | None = None  # where the image writer keeps its journal (the PE: /run/peagent)
 
 
 def task_lookup_refs(inventory: Inventory) -> list[str]:
@@ -89,6 +92,19 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
         log.info("plan: %s", line)
     target = plan.target.disk
 
+    job = None
+    if plan.image is not None:
+        # Trust, tables, bases, checksum files and bmaps: everything that can refuse the image, before
+        # the erase or the partitioning destroys anything.
+        job = prepare_image(plan.image, task.dps or options.dps,
+                            keys=trusted_keys(given=options.keys), caps=target.erase_caps,
+                            journal_dir=options.journal_dir)
+        if job.size is not None and job.size > target.size:
+            raise ImageError(f"{job.label} ({job.size} bytes) is larger than the target {target.path} "
+                             f"({target.size} bytes)")
+        reporter.emit("image", f"{job.label}: ready, {job.size if job.size is not None else 'unknown'} bytes")
+
+    zeroed = False
     if plan.erase is not None:
         caps = target.erase_caps
         assert caps is not None  # the plan checked
@@ -99,6 +115,7 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
         report = erase(target.path, plan.erase, caps, progress.add)
         progress.finish()
         reporter.emit("erase", report.summary())
+        zeroed = expected_data(report.mode, report.method, caps).data == "zero"
 
     if plan.layout is not None:
         reporter.emit("partition", f"{target.path}: {len(plan.layout.created)} new, "
@@ -106,20 +123,13 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
         apply_layout(plan.layout, target.path)
         make_filesystems(plan.layout, target.path)
 
-    if plan.image is not None:
-        _write(plan, plan.image, reporter)
+    if job is not None:
+        reporter.emit("write", f"{job.label} -> {target.path}")
+        progress = Progress(job.size, lambda snap: reporter.progress("write", snap))
+        lines = job.write(target.path, target_zeroed=zeroed, progress=progress.add,
+                          on_retry=lambda m: reporter.emit("retry", m))
+        progress.finish()
+        for line in lines:
+            reporter.emit("verify", line)
     reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")
     return task
-
-
-def _write(plan: Plan, image: ImageSpec, reporter: Reporter) -> None:
-    target = plan.target.disk
-    reporter.emit("write", f"{image.url} -> {target.path}")
-    progress = Progress(image.size, lambda snap: reporter.progress("write", snap))
-    with RangeReader(plan.image_urls, on_retry=lambda m: reporter.emit("retry", m)) as reader:
-        result = write_image(reader, target.path, compression=image.compression,
-                             sha256=image.sha256, size=image.size, progress=progress.add)
-    progress.finish()
-    rate = result.size / result.seconds / (1 << 20) if result.seconds else 0.0
-    reporter.emit("verify", f"{result.size} bytes written to {target.path} in {result.seconds:.1f} s "
-                  f"({rate:.1f} MiB/s), sha256 {result.sha256} matches")

@@ -12,16 +12,18 @@ it, tests can assert it, and a deploy refuses before its first write when any of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from peagent.disk.erase import EraseSpec, check_erase
 from peagent.disk.layout import LayoutPlan, plan_layout
 from peagent.errors import ImageError, TargetError, TaskError, WrongMachineError
 from peagent.fetch import candidate_urls
+from peagent.image.job import ImageSource, ManifestSource
+from peagent.image.thirdparty import StreamSource
 from peagent.inventory import Inventory
 from peagent.target import Selection, select_target
-from peagent.task import ImageSpec, MachineMatch, Task
+from peagent.task import MachineMatch, Task
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Plan:
     erase: EraseSpec | None
     erase_steps: tuple[str, ...]  # what the erase does and verifies, from check_erase
     layout: LayoutPlan | None
-    image: ImageSpec | None
+    image: ImageSource | None
     image_urls: tuple[str, ...]
     destroys: tuple[str, ...]  # the data this deploy overwrites, as found on the disk
     after: str
@@ -43,10 +45,19 @@ class Plan:
             steps += [f"erase {disk.path} ({self.erase.mode}): {line}" for line in self.erase_steps]
         if self.layout is not None:
             steps += [f"partition {disk.path}: {line}" for line in self.layout.render()]
-        if self.image is not None:
+        if isinstance(self.image, ManifestSource):
+            trust = f"its pinned sha256 {self.image.pin}" if self.image.pin else "a trusted key's signature"
+            steps += [f"load the peagent image {self.image.manifest}, trusted by {trust}; refuse it larger than "
+                      f"{disk.path}",
+                      f"write it onto {disk.path} frame by frame, each frame's sha256 verified before it is "
+                      "written, keeping what the disk already holds"]
+        elif self.image is not None:
             size = f"{self.image.size} bytes" if self.image.size else "size known once streaming"
+            proofs = [f"sha256 {self.image.sha256}" if self.image.sha256 else "",
+                      f"the checksum file {self.image.checksum_url}" if self.image.checksum_url else "",
+                      "the bmap's range checksums" if self.image.bmap not in (None, "auto") else ""]
             steps += [f"stream {self.image.url} ({self.image.compression}, {size}) onto {disk.path}",
-                      f"verify sha256 {self.image.sha256} over every byte written"]
+                      f"verify {' and '.join(p for p in proofs if p)} over every byte written"]
         steps.append({"reboot": "reboot", "poweroff": "power off", "none": "stay up"}[self.after])
         return steps
 
@@ -66,8 +77,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         image = None
         if self.image is not None:
-            image = {"url": self.image.url, "sources": list(self.image_urls), "sha256": self.image.sha256,
-                     "size": self.image.size, "compression": self.image.compression}
+            image = {**asdict(self.image), "sources": list(self.image_urls)}
         return {
             "deployment_id": self.deployment_id,
             "target": {
@@ -100,13 +110,15 @@ def make_plan(task: Task, inventory: Inventory, boot_dps: tuple[str, ...] = ()) 
     layout = plan_layout(task.target.partitions, disk) if task.target.partitions else None
     urls: list[str] = []
     if task.image is not None:
-        if task.image.size is not None and task.image.size > disk.size:
+        if isinstance(task.image, StreamSource) and task.image.size is not None and task.image.size > disk.size:
             raise ImageError(f"the image ({task.image.size} bytes) is larger than the target "
                              f"{disk.path} ({disk.size} bytes)")
-        urls = candidate_urls(task.image.url, task.dps or boot_dps)
+        field, ref = (("image.manifest", task.image.manifest) if isinstance(task.image, ManifestSource)
+                      else ("image.url", task.image.url))
+        urls = candidate_urls(ref, task.dps or boot_dps)
         if not urls:
-            raise TaskError("image.url", "an absolute URL, or DPs (the task's dps or the PE's peagent.dp)",
-                            f"the relative path {task.image.url!r} and no DPs")
+            raise TaskError(field, "an absolute URL, or DPs (the task's dps or the PE's peagent.dp)",
+                            f"the relative path {ref!r} and no DPs")
     destroys = tuple(_destroyed(disk.data_found(), layout, task.target.erase is not None))
     if destroys and not task.target.allow_overwrite:
         raise TargetError(f"{disk.summary()} holds data this deploy would destroy ({', '.join(destroys)}); "

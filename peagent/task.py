@@ -11,15 +11,15 @@ A task is a small, versioned JSON document, usually served by a distribution poi
                  "allow_overwrite": false,           # destroying data found on it is refused unless true
                  "erase": "zero",                    # optional: metadata|discard|zero|secure first
                  "partitions": {...}},               # optional: a layout (peagent.disk.layout)
-      "image": {"url": "images/ws.img.zst",         # relative to a DP, or absolute http(s) URL
-                "sha256": "<64 hex digits>",         # digest of the raw (uncompressed) image, and/or
-                "checksum_url": "images/SHA256SUMS", # a checksum file listing the image (or SHA512SUMS)
-                "size": 4294967296,                  # raw size in bytes (optional)
-                "compression": "zstd",               # auto, none, gzip, xz, bzip2, zstd (default: the
-                                                     #   suffix's, else auto: by the data's magic bytes)
-                "bmap": "auto"},                     # auto (look next to the image), a URL/path, or null
+      "image": {"manifest": "images/ws/manifest.json",  # a peagent image (docs/image-format.md),
+                "manifest_sha256": "<64 hex digits>"},  # pinned (optional: else it must be signed)
       "after": "reboot"                              # "reboot", "poweroff" or "none"
     }
+
+A third-party image file is named instead by ``"image": {"url": "images/ws.img.zst", "sha256": ...}``
+(relative to a DP or absolute; its sha256, or a ``checksum_url`` listing it, or a ``bmap`` with range
+checksums proves it; ``size``, ``compression`` (auto, none, gzip, xz, bzip2, zstd: by default the
+suffix's, else the data's magic bytes) are optional: docs/third-party-images.md).
 
 A task deploys a whole-disk image, or prepares the disk with a partition layout (not both: the image
 brings its own partition table). :func:`parse_task` turns text into a :class:`Task` or raises
@@ -41,6 +41,8 @@ from peagent.disk.layout import LayoutSpec, parse_layout
 from peagent.errors import TaskError, describe
 from peagent.hints import Hints, parse_hints
 from peagent.image.compression import suffix_hint
+from peagent.image.job import ImageSource, ManifestSource
+from peagent.image.thirdparty import StreamSource
 from peagent.schema import Fields
 
 TASK_VERSION = 1
@@ -73,23 +75,13 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
-class ImageSpec:
-    url: str
-    sha256: str | None  # of the raw image; None when checksum_url or an explicit bmap proves it
-    size: int | None
-    compression: str  # "auto" (by magic bytes, the suffix as a hint) or one of none, gzip, xz, bzip2, zstd
-    checksum_url: str | None = None  # a SHA256SUMS-style file that lists the image
-    bmap: str | None = "auto"  # "auto" (next to the image, as bmaptool looks), a URL or path, or None
-
-
-@dataclass(frozen=True)
 class Task:
     version: int
     deployment_id: str
     machine: MachineMatch
     dps: tuple[str, ...]
     target: TargetSpec
-    image: ImageSpec | None  # None: the task only prepares the disk (partitions)
+    image: ImageSource | None  # None: the task only prepares the disk (erase, partitions)
     after: str
 
 
@@ -124,6 +116,13 @@ def parse_task(text: str | bytes) -> Task:
     top.done()
     _check_work(task)
     return task
+
+
+def check_sha256(value: str, field: str) -> str:
+    """A sha256 in hex (64 digits, any case), lower-cased; TaskError naming the field otherwise."""
+    if not _SHA256.fullmatch(value):
+        raise TaskError(field, "64 hex digits (a sha256)", describe(value))
+    return value.lower()
 
 
 def _check_work(task: Task) -> None:
@@ -182,11 +181,14 @@ def _target(obj: object) -> TargetSpec:
                       partitions=None if layout is None else parse_layout(layout, "target.partitions"))
 
 
-def _image(obj: object) -> ImageSpec | None:
+def _image(obj: object) -> ImageSource | None:
     if obj is None:
         return None
+    if isinstance(obj, dict) and "manifest" in obj:
+        return _manifest_image(obj)
     f = Fields(obj, "image")
-    url = _ref(f.get("url", str, "the image's URL or its path on the DPs"), "image.url")
+    url = _ref(f.get("url", str, "the image's URL or its path on the DPs (or image.manifest for a peagent "
+                     "image)"), "image.url")
     assert url is not None
     proof = "the sha256 of the raw image, 64 hex digits (or image.checksum_url, or image.bmap)"
     sha256 = f.get("sha256", str, proof, None)
@@ -213,8 +215,19 @@ def _image(obj: object) -> ImageSpec | None:
     if compression not in COMPRESSIONS:
         raise TaskError("image.compression", f"one of {', '.join(COMPRESSIONS)}", describe(compression))
     f.done()
-    return ImageSpec(url=url, sha256=sha256.lower() if sha256 else None, size=size, compression=compression,
-                     checksum_url=checksum_url, bmap=bmap)
+    return StreamSource(url=url, sha256=sha256.lower() if sha256 else None, size=size, compression=compression,
+                        checksum_url=checksum_url, bmap=bmap)
+
+
+def _manifest_image(obj: dict) -> ManifestSource:
+    f = Fields(obj, "image")
+    manifest = _ref(f.get("manifest", str, "the manifest's URL or DP path"), "image.manifest")
+    assert manifest is not None
+    pin = f.get("manifest_sha256", str, "the manifest's sha256, 64 hex digits", None)
+    if pin is not None and not _SHA256.fullmatch(pin):
+        raise TaskError("image.manifest_sha256", "64 hex digits (the sha256 of manifest.json)", describe(pin))
+    f.done()
+    return ManifestSource(manifest=manifest, pin=pin.lower() if pin else None)
 
 
 def _ref(value: str | None, field: str) -> str | None:

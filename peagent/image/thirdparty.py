@@ -101,7 +101,7 @@ def write_url(source: StreamSource, target: str, dps: Sequence[str] = (), *, tar
     """
     job = prepare(source, dps)
     on_job(job)
-    with _open_image(source.url, dps, on_retry) as reader:
+    with open_image(source.url, dps, on_retry) as reader:
         return write_stream(reader, target, job, target_zeroed=target_zeroed, caps=caps, resume=resume,
                             holes=holes, progress=progress)
 
@@ -132,7 +132,7 @@ def _fetch(ref: str, dps: Sequence[str], base: str, limit: int, what: str, fetch
     return ref, data
 
 
-def _open_image(ref: str, dps: Sequence[str], on_retry: Callable[[str], None] | None) -> BinaryIO | RangeReader:
+def open_image(ref: str, dps: Sequence[str], on_retry: Callable[[str], None] | None) -> BinaryIO | RangeReader:
     urls = resolve(ref, dps)
     if urls:
         return RangeReader(urls, on_retry=on_retry)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ def write(tmp_path: Path, name: str, doc: object) -> str:
 
 def test_help_lists_only_working_commands() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert sorted(commands) == ["deploy", "image", "inventory", "keys", "plan", "serve"]
+    assert sorted(commands) == ["deploy", "image", "inventory", "keys", "plan", "serve", "write"]
 
 
 def test_plan_from_a_captured_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,3 +56,35 @@ def test_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     public = (tmp_path / "peagent.pub").read_text().strip()
     assert out.startswith("key ") and out.rstrip().endswith(public)
     assert main(["keys", "-o", str(tmp_path)]) == 2  # never overwrites a private key
+
+
+def test_keys_build_inspect_verify_write_a_signed_image(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    data = os.urandom(300_000) + bytes(500_000) + b"end" * 1000
+    (tmp_path / "disk.raw").write_bytes(data)
+    assert main(["keys", "-o", str(tmp_path / "k")]) == 0
+    pub = str(tmp_path / "k" / "peagent.pub")
+    image = str(tmp_path / "img")
+    assert main(["image", "build", str(tmp_path / "disk.raw"), "-o", image, "--name", "t", "--version", "1",
+                 "--key", str(tmp_path / "k" / "peagent.key"), "--frame-size", "65536"]) == 0
+    capsys.readouterr()
+    assert main(["image", "inspect", image, "--key", pub, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["size"] == len(data)
+    assert main(["image", "verify", image, "--key", pub]) == 0
+    assert main(["write", image, str(tmp_path / "out.raw"), "--key", pub]) == 0
+    assert (tmp_path / "out.raw").read_bytes() == data
+    assert main(["write", image, str(tmp_path / "out2.raw")]) == 6  # no trusted key, no pin
+    assert "error [image.signature]: the manifest is signed by key" in caplog.text
+
+
+def test_write_a_third_party_file(tmp_path: Path) -> None:
+    data = os.urandom(100_000) * 3
+    (tmp_path / "x.img").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    assert main(["write", str(tmp_path / "x.img"), str(tmp_path / "out"), "--sha256", digest, "--bmap", "none"]) == 0
+    assert (tmp_path / "out").read_bytes() == data
+    assert main(["write", str(tmp_path / "x.img"), str(tmp_path / "out"), "--sha256", "0" * 64,
+                 "--bmap", "none"]) == 5
+    assert main(["write", str(tmp_path / "x.img"), str(tmp_path / "out"), "--sha256", "xyz"]) == 2
+    assert main(["write", str(tmp_path / "x.img"), str(tmp_path / "out"), "--sha256", digest,
+                 "--limit-rate", "fast"]) == 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from peagent.cmdline import BootParams, parse_cmdline
-from peagent.errors import TaskError
+from peagent.errors import TaskError, UsageError
 
 
 def test_parameters_are_read_and_others_ignored() -> None:
@@ -30,3 +30,10 @@ def test_bad_parameters_name_themselves(text: str, field: str, found: str) -> No
         parse_cmdline(text)
     assert info.value.field == field
     assert info.value.found == found
+
+
+def test_trusted_keys_may_be_given_several_times() -> None:
+    key = "A" * 43 + "="
+    assert parse_cmdline(f"peagent.key={key} peagent.key={key}").keys == (key, key)
+    with pytest.raises(UsageError, match=r"peagent.key: expected an ed25519 public key"):
+        parse_cmdline("peagent.key=short")

@@ -157,3 +157,17 @@ def test_an_erase_is_checked_against_the_disk_and_destroys_everything() -> None:
 def test_an_erase_needs_the_capabilities_in_the_inventory() -> None:
     with pytest.raises(TargetError, match="the inventory has no erase capabilities for it"):
         make_plan(parse_task(json.dumps({"version": 1, "target": {"erase": "metadata"}})), INV)
+
+
+def test_a_peagent_image_is_named_by_its_manifest() -> None:
+    t = parse_task(json.dumps({"version": 1, "image": {"manifest": "images/demo/manifest.json",
+                                                       "manifest_sha256": SHA.upper()}}))
+    plan = make_plan(t, INV, ("http://dp1/", "http://dp2/"))
+    assert plan.image_urls == ("http://dp1/images/demo/manifest.json", "http://dp2/images/demo/manifest.json")
+    assert plan.steps()[0] == (f"load the peagent image images/demo/manifest.json, trusted by its pinned sha256 {SHA}; "
+                               "refuse it larger than /dev/vda")
+    assert plan.to_dict()["image"] == {"manifest": "images/demo/manifest.json", "pin": SHA,
+                                       "sources": list(plan.image_urls)}
+    with pytest.raises(TaskError) as info:
+        parse_task(json.dumps({"version": 1, "image": {"manifest": "m.json", "url": "x"}}))
+    assert (info.value.field, info.value.found) == ("image.url", "unknown field")
