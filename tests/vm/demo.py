@@ -1,5 +1,6 @@
 """The demo: a VM boots the PE by PXE (UEFI, OVMF + iPXE) from the built-in DP, deploys the demo
-OS image to its disk, reboots, and comes up in the new OS.
+OS (a signed peagent image; the PE trusts the demo key given on its command line) to its disk,
+reboots, and comes up in the new OS.
 
 ``make demo`` runs it with the console shown live (``python -m tests.vm.demo``); the VM test
 runs the very same scenario in a private network namespace and asserts its outcome.
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from peagent.image.build import BuildOptions, build_from
+from peagent.image.sign import generate_keys
 from tests.support.dp import DPProcess
 from tests.vm.pe import blank_disk, exit_status
 from tests.vm.qemu import VM, Drive, Machine
@@ -32,21 +35,36 @@ class DemoResult:
     events: list[dict]
 
 
+def signed_image(demo: Path) -> tuple[Path, str]:
+    """The demo OS as a signed peagent image (built once per demo OS build) and the public key."""
+    info = json.loads((demo / "demo-os.json").read_text())
+    keys, image = demo / "keys", demo / "peagent-image"
+    if not (keys / "peagent.key").exists():
+        generate_keys(keys)
+    stamp = image / "built-from.sha256"
+    if not stamp.exists() or stamp.read_text() != info["sha256"]:
+        shutil.rmtree(image, ignore_errors=True)
+        build_from(str(demo / "demo-os.img"), str(image), BuildOptions(name="demo-os", version=info["sha256"][:12]),
+                   key=keys / "peagent.key")
+        stamp.write_text(info["sha256"])
+    return image, (keys / "peagent.pub").read_text().strip()
+
+
 def prepare(work: Path, pe: Path, demo: Path, dp_port: int) -> tuple[Path, Path]:
     """The DP directory (PE, boot.ipxe, image, task) and the TFTP root (iPXE first stage)."""
-    info = json.loads((demo / "demo-os.json").read_text())
+    image, key = signed_image(demo)
     dp = work / "dp"
     for d in ("pe", "images", "tasks"):
         (dp / d).mkdir(parents=True)
     for name in ("vmlinuz", "initrd.zst"):
         (dp / "pe" / name).symlink_to(pe.resolve() / name)
-    (dp / "images" / "demo-os.img.zst").symlink_to((demo / "demo-os.img.zst").resolve())
+    (dp / "images" / "demo-os").symlink_to(image.resolve())
     shutil.copy(ROOT / "netboot/ipxe/boot.ipxe", dp)
     task = {
         "version": 1,
         "id": f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
         "target": {"hints": {"serial": DEMO_DISK_SERIAL}},
-        "image": {"url": "images/demo-os.img.zst", "sha256": info["sha256"], "size": info["size"]},
+        "image": {"manifest": "images/demo-os/manifest.json"},
         "after": "reboot",
     }
     (dp / "tasks" / "default.json").write_text(json.dumps(task, indent=2) + "\n")
@@ -56,7 +74,7 @@ def prepare(work: Path, pe: Path, demo: Path, dp_port: int) -> tuple[Path, Path]
     (tftp / "peagent-site.ipxe").write_text(
         "#!ipxe\n"
         f"set peagent-dp http://10.0.2.2:{dp_port}\n"
-        f"set peagent-extra peagent.status=http://10.0.2.2:{dp_port}/status\n")
+        f"set peagent-extra peagent.status=http://10.0.2.2:{dp_port}/status peagent.key={key}\n")
     return dp, tftp
 
 

@@ -15,5 +15,5 @@ def test_demo_deploys_and_boots_the_new_os(pe: Path, workdir: Path, netns) -> No
     result = run_demo(workdir / "demo", pe, demo, netns.prefix())
     assert "hostname=demo-os" in result.up_line and "firmware=uefi" in result.up_line
     phases = [e["phase"] for e in result.events if e["phase"] != "write" or e["message"] != "progress"]
-    assert phases == ["inventory", "task", "write", "verify", "done"]
+    assert phases == ["inventory", "task", "image", "write", "verify", "verify", "done"]
     print(f"\nfigure: demo PXE+deploy {result.deploy_seconds:.0f} s, new OS up after {result.first_boot_seconds:.0f} s")
