@@ -10,6 +10,9 @@
 #                      for BIOS; writable, so /peagent.cfg can carry the boot parameters
 #   build-info.json    what went in, sizes
 #
+# PEAGENT_TRUSTED_KEYS: a directory of ed25519 public keys (*.pub, from `peagent keys`) that the PE
+# trusts for images, copied to /etc/peagent/keys (keys can also be given at boot: peagent.key=).
+#
 # Two caches under $PEAGENT_CACHE (see cache.sh): the mmdebstrap root filesystem, keyed on
 # its package list and script (the slow part, ~40 s), and the finished artifacts, keyed on
 # every input including the agent's source, so an unchanged tree rebuilds in a second and a
@@ -60,7 +63,8 @@ fi
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$top/peagent/__init__.py")
 key=$( { echo "$rootfs_key $(basename "$kdeb") $ZSTD_LEVEL $USB_ESP_MIB";
          inputs_hash "$here/build-pe.sh" "$here/cache.sh" "$here/pe-modules.list" "$here/overlay" \
-                     "$here/boot" "$top/peagent" "$top/pyproject.toml"; } | sha256sum | cut -c1-16)
+                     "$here/boot" "$top/peagent" "$top/pyproject.toml" ${PEAGENT_TRUSTED_KEYS:+"$PEAGENT_TRUSTED_KEYS"}; } |
+       sha256sum | cut -c1-16)
 cached="$PEAGENT_CACHE/pe/$key"
 artifacts="vmlinuz initrd.zst peagent.iso peagent-usb.img build-info.json"
 if [ -f "$cached/build-info.json" ]; then
@@ -126,6 +130,10 @@ EOF
 chmod 0755 "$root/usr/bin/peagent"
 chroot "$root" /usr/bin/python3 -m compileall -q /usr/lib/python3/dist-packages/peagent
 echo "$version (build $key)" > "$root/etc/peagent-release"
+mkdir -p "$root/etc/peagent/keys"
+if [ -n "${PEAGENT_TRUSTED_KEYS:-}" ]; then
+    find "$PEAGENT_TRUSTED_KEYS" -maxdepth 1 -name '*.pub' -exec install -m 0644 {} "$root/etc/peagent/keys/" \;
+fi
 echo peagent > "$root/etc/hostname"
 # The kernel opens /dev/console for /init before devtmpfs is mounted: it must be in the cpio.
 rm -f "$root/dev/console" && mknod -m 0600 "$root/dev/console" c 5 1
