@@ -38,6 +38,7 @@ if [ ! -f "$rootfs_tar" ]; then
     "$here/pe-rootfs.sh" "$rootfs_tar.tmp.$$" > "$rootfs_tar.log" 2>&1 ||
         { tail -n 40 "$rootfs_tar.log" >&2; rm -f "$rootfs_tar.tmp.$$"; exit 1; }
     mv "$rootfs_tar.tmp.$$" "$rootfs_tar"
+    prune "$PEAGENT_CACHE/pe-rootfs" 4  # two entries per rootfs: the tarball and its log
 fi
 
 # --- 2. kernel package (cached by its exact name) --------------------------------------------
@@ -69,6 +70,7 @@ cached="$PEAGENT_CACHE/pe/$key"
 artifacts="vmlinuz initrd.zst peagent.iso peagent-usb.img build-info.json"
 if [ -f "$cached/build-info.json" ]; then
     stage "pe: cached build $key"
+    touch "$cached"  # most recently used: pruning keeps it
     for f in $artifacts; do cp --reflink=auto "$cached/$f" "$out/$f"; done
     exit 0
 fi
@@ -191,6 +193,7 @@ EOF
 
 mkdir -p "$PEAGENT_CACHE/pe"
 rm -rf "$cached.tmp.$$" && cp -a "$work/result" "$cached.tmp.$$" && mv "$cached.tmp.$$" "$cached"
+prune "$PEAGENT_CACHE/pe" 4
 for f in $artifacts; do cp --reflink=auto "$cached/$f" "$out/$f"; done
 stage "pe: done in $(( $(date +%s) - started )) s: initrd.zst $(size initrd.zst) bytes ($nmods modules)," \
       "rootfs $rootfs_bytes bytes"

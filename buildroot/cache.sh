@@ -15,3 +15,11 @@ inputs_hash() {
 stage() {
     printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
 }
+
+# prune DIR KEEP : remove all but the KEEP most recently used entries of a cache directory, so
+# that a cache kept between CI runs does not grow with every change of the agent.
+prune() {
+    [ -d "$1" ] || return 0
+    find "$1" -mindepth 1 -maxdepth 1 ! -name '*.tmp.*' -printf '%T@ %p\n' | sort -rn |
+        tail -n +"$(( $2 + 1 ))" | cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
+}
