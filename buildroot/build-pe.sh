@@ -96,6 +96,14 @@ done
 # Build-time Python packages that came with tenacity's dependency on pbr; nothing imports them.
 rm -rf "$root"/usr/lib/python3/dist-packages/{setuptools,pkg_resources,pbr,_distutils_hack}* \
        "$root"/usr/lib/python3/dist-packages/distutils-precedence.pth
+# requests falls back to charset_normalizer without chardet; the agent needs no sqlite or dbm (but keep
+# asyncio: tenacity imports it).
+rm -rf "$root"/usr/lib/python3/dist-packages/chardet* \
+       "$root"/usr/lib/python3.11/lib-dynload/_{sqlite3,dbm,tkinter}.* "$root"/usr/lib/x86_64-linux-gnu/libsqlite3.*
+# Tools nobody runs in a PE that would drag in a TLS stack (ntfsdecrypt: gnutls, p11-kit) or Berkeley
+# DB (arpd).
+rm -f "$root"/usr/bin/ntfsdecrypt "$root"/usr/sbin/arpd "$root"/usr/lib/x86_64-linux-gnu/libgnutls.* \
+      "$root"/usr/lib/x86_64-linux-gnu/libp11-kit.*
 
 # Kernel and modules: the listed drivers with their dependencies, resolved by modprobe.
 dpkg -x "$kdeb" "$work/kernel"

@@ -3,7 +3,8 @@
 A DP is any HTTP server that honours ``Range`` (nginx, or ``peagent serve``). A file on the DPs
 is named by a reference: an absolute URL, or a path resolved against each DP in turn
 (:func:`candidate_urls`), so that the first DP is preferred and the others take over when it
-fails.
+fails. A small file (a task, a manifest) is read whole and bounded: :func:`fetch_bytes` from the
+DPs, :func:`read_local` from a local path (an image on the USB stick the PE booted from).
 
 :class:`RangeReader` is a read-only file object over those URLs. When a connection drops,
 stalls (no byte within the read timeout) or ends early, it reconnects (after a backoff with
@@ -29,7 +30,7 @@ import tenacity
 import urllib3
 
 from peagent import __version__
-from peagent.errors import FetchError
+from peagent.errors import FetchError, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ PIECE = 128 << 10  # bytes per socket read
 
 # What a flaky link looks like; anything else is a bug or a 4xx. Reading a streamed body goes
 # through urllib3 directly, whose errors requests does not wrap there.
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-              urllib3.exceptions.HTTPError, OSError)
+TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+             urllib3.exceptions.HTTPError, OSError)
 
 
 class NotFoundError(FetchError):
@@ -63,11 +64,23 @@ class _Permanent(Exception):
         self.status = status
 
 
+def is_url(ref: str) -> bool:
+    """Whether a reference is an absolute URL (else it is a path: on the DPs, or a local file)."""
+    return "://" in ref
+
+
 def candidate_urls(ref: str, dps: Sequence[str]) -> list[str]:
     """The URLs a reference may be fetched from, preferred first."""
-    if "://" in ref:
+    if is_url(ref):
         return [ref]
     return [urljoin(dp if dp.endswith("/") else dp + "/", ref.lstrip("/")) for dp in dps]
+
+
+def content_range(text: str) -> tuple[int, int, int | None]:
+    """(first byte, last byte, total or None for ``*``) of a Content-Range header; ValueError when malformed."""
+    span, total = text.removeprefix("bytes ").split("/")
+    first, last = (int(x) for x in span.split("-"))
+    return first, last, None if total == "*" else int(total)
 
 
 def new_session() -> requests.Session:
@@ -112,7 +125,7 @@ class RangeReader:
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(attempts),
             wait=tenacity.wait_exponential_jitter(initial=0.5, max=10.0),
-            retry=tenacity.retry_if_exception_type((*_TRANSIENT, _ShortRead)),
+            retry=tenacity.retry_if_exception_type((*TRANSIENT, _ShortRead)),
             before_sleep=lambda state: log.warning("fetch: %s; retrying", self._last_error),
             sleep=sleep,
             reraise=True,
@@ -135,7 +148,7 @@ class RangeReader:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
         try:
             return self._retrying(self._read_once, size)
-        except (*_TRANSIENT, _ShortRead):
+        except (*TRANSIENT, _ShortRead):
             raise FetchError(f"giving up after {self.attempts} attempts without progress; "
                              f"last: {self._last_error}") from None
 
@@ -153,10 +166,10 @@ class RangeReader:
                 raise _ShortRead(f"connection closed at byte {self.position} of {self.size}")
             self.position += len(data)
             return data
-        except (*_TRANSIENT, _ShortRead) as exc:
+        except (*TRANSIENT, _ShortRead) as exc:
             self.close()
             self.retries += 1
-            self._last_error = f"{self.url} at byte {self.position}: {_brief(exc)}"
+            self._last_error = f"{self.url} at byte {self.position}: {brief(exc)}"
             if self.on_retry:
                 self.on_retry(self._last_error)
             self._next_url()  # fail over; with one DP this is the same URL again
@@ -218,14 +231,12 @@ class RangeReader:
     def _check_length(self, response: requests.Response) -> None:
         total: int | None = None
         if response.status_code == 206:
-            content_range = response.headers.get("Content-Range", "")
+            header = response.headers.get("Content-Range", "")
             try:
-                start_text, total_text = content_range.removeprefix("bytes ").split("/")
-                start = int(start_text.split("-")[0])
-                total = int(total_text) if total_text != "*" else None
+                start, _, total = content_range(header)
             except ValueError:
                 response.close()
-                raise requests.ConnectionError(f"malformed Content-Range {content_range!r}") from None
+                raise requests.ConnectionError(f"malformed Content-Range {header!r}") from None
             if start != self.position:
                 response.close()
                 raise requests.ConnectionError(
@@ -264,6 +275,22 @@ def fetch_bytes(urls: Sequence[str], limit: int, session: requests.Session | Non
         return b"".join(chunks)
 
 
-def _brief(exc: BaseException) -> str:
+def read_local(path: str, limit: int, what: str) -> bytes:
+    """A small local file whole (an image on the USB stick the PE booted from), as :func:`fetch_bytes`
+    fetches one: NotFoundError when it is not there, ImageError when it is over ``limit`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ImageError(f"{what} {path} is larger than the {limit} bytes allowed for it")
+    return data
+
+
+def brief(exc: BaseException) -> str:
+    """An error as one line of a log or a status event: its message, cut short."""
     text = str(exc) or type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."

@@ -1,15 +1,20 @@
-"""Getting an image's frames back from its files: decompressed, completed from the base, verified.
+"""Getting an image's frames back from its files: read from the blob, decompressed, completed from the base, verified.
 
 A frame of kind FULL is one zstd frame in the blob; a HOLE is zeros; a BASE frame is made of
 blocks found in the base image by their hash; a PARTIAL frame interleaves the blocks stored in
 the blob (those whose bit is set in ``packed``, in order) with blocks from the base
 (docs/image-format.md). :class:`ImageData` does that for any frame and checks its sha256 before
-handing it out, so callers (``peagent image verify``, a differencing build's tests, an applier)
-see verified bytes or a :class:`FrameError` saying which frame and why.
+handing it out, so callers (``peagent image verify``, a differencing build's tests) see verified
+bytes or a :class:`FrameError` saying which frame and why. (A deploy does not come this way: its
+writer plans every frame's sources at once, peagent.image.reuse, and fetches in parallel.)
+
+:class:`BlobReader` reads the blob's bytes: ``pread`` on a local file; over HTTP, one streaming
+request per run of sequential reads (resumed by peagent.fetch.RangeReader when the link drops),
+so reading frames in blob order costs one request, and a jump costs a new one.
 
 Where the base's blocks come from is a :class:`BlockSource`: another :class:`ImageData` (the base
 image's own files, from a directory or a DP), or :class:`RawBase`, a raw file or disk holding the
-base image. Blocks are located with the base's block index (peagent.image.blockset) and checked
+base image. Blocks are located with the base's block index (peagent.image.blockmap) and checked
 against their hash as they are read: the index is a hint, the frame's sha256 is the proof.
 """
 
@@ -20,14 +25,18 @@ import os
 from collections import OrderedDict
 from typing import Protocol
 
+import requests
 import zstandard
 
-from peagent.errors import ImageError
-from peagent.image.access import BlobReader, ImageFiles
-from peagent.image.blockset import BlockLocator
+from peagent.errors import FetchError, ImageError
+from peagent.fetch import RangeReader, is_url, new_session
+from peagent.image.blockmap import BlockLocator
 from peagent.image.format import BLOCK, BlockIndex, Frame, FrameKind, Manifest, block_hash
+from peagent.image.load import LoadedImage
+from peagent.image.readers import read_exactly
 
 CACHE_FRAMES = 16  # decoded frames kept for block lookups (4 MiB at 256 KiB)
+SKIP_LIMIT = 1 << 20  # a forward jump of the blob reader this small is read through rather than reconnected
 
 
 class FrameError(ImageError):
@@ -55,10 +64,68 @@ def packed_blocks(packed: int, count: int) -> list[int]:
     return [j for j in range(count) if packed >> j & 1]
 
 
+class BlobReader:
+    """Byte ranges of a blob (a path or a URL), cheapest when read in increasing order."""
+
+    def __init__(self, location: str, session: requests.Session | None = None) -> None:
+        self.location = location
+        self.session = session or (new_session() if is_url(location) else None)
+        self._fd: int | None = None
+        self._reader: RangeReader | None = None
+        if not is_url(location):
+            try:
+                self._fd = os.open(location, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ImageError(f"cannot read the blob {location}: {exc.strerror}") from None
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def size(self) -> int:
+        """The blob's actual size (over HTTP: as the server reports it)."""
+        if self._fd is not None:
+            return os.fstat(self._fd).st_size
+        assert self.session is not None
+        try:
+            r = self.session.head(self.location, timeout=(5, 15), allow_redirects=True)
+        except requests.RequestException as exc:
+            raise FetchError(f"{self.location}: {exc}") from None
+        if r.status_code != 200 or "Content-Length" not in r.headers:
+            raise FetchError(f"{self.location}: HTTP {r.status_code} without a length")
+        return int(r.headers["Content-Length"])
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``; fewer only when the blob ends first."""
+        if self._fd is not None:
+            return os.pread(self._fd, length, offset)
+        reader = self._reader
+        if reader is not None and not reader.position <= offset <= reader.position + SKIP_LIMIT:
+            reader.close()
+            reader = None
+        if reader is None:
+            reader = self._reader = RangeReader([self.location], self.session)
+            reader.position = offset  # the first request asks for bytes=offset-
+        while reader.position < offset:
+            if not reader.read(min(offset - reader.position, 1 << 20)):
+                return b""
+        return read_exactly(reader, length)
+
+
 class ImageData:
     """The frames of one image, verified, with the blocks of a base where the image needs them."""
 
-    def __init__(self, files: ImageFiles, blob: BlobReader, base: BlockSource | None = None) -> None:
+    def __init__(self, files: LoadedImage, blob: BlobReader, base: BlockSource | None = None) -> None:
         self.files = files
         self.blob = blob
         self.base = base

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
 
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -33,9 +32,14 @@ from peagent import __version__
 from peagent.errors import DeviceError, ImageError
 from peagent.image.differencing import Base, classify_frame
 from peagent.image.format import (
+    BLOB,
     BLOCK,
+    BLOCKS,
     DEFAULT_FRAME,
+    FRAMES,
+    MANIFEST,
     MAX_FRAME,
+    SIGNATURE,
     BlockIndex,
     FileRef,
     FrameKind,
@@ -46,19 +50,11 @@ from peagent.image.format import (
     encode_frames,
 )
 from peagent.image.output import Destination, LocalDir, open_destination
+from peagent.image.readers import Readable, read_exactly
 from peagent.image.sign import load_private_key, sign_manifest
 from peagent.progress import Progress, Snapshot
 
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.json.sig"
-FRAMES = "frames.bin"
-BLOCKS = "blocks.bin.zst"
-BLOB = "image.blob"
 DEFAULT_LEVEL = 9
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -70,18 +66,6 @@ class BuildOptions:
     level: int = DEFAULT_LEVEL
     threads: int = max(1, os.cpu_count() or 1)
     source_name: str = ""
-
-
-def read_exactly(source: Readable, size: int) -> bytes:
-    """Up to ``size`` bytes: short only at the end of the stream (decompressors return less)."""
-    parts = []
-    while size:
-        chunk = source.read(size)
-        if not chunk:
-            break
-        parts.append(chunk)
-        size -= len(chunk)
-    return b"".join(parts)
 
 
 @dataclass(frozen=True)

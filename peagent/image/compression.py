@@ -1,11 +1,11 @@
 """Decompressing a third-party image on the fly: gzip, xz, bzip2, zstd or none, told apart by magic bytes.
 
 Third-party images come as ``.img``/``.raw``, ``.gz``, ``.xz``, ``.bz2`` or ``.zst``. What a file
-*is* is decided by its first bytes (:func:`identify`), read through a :class:`Peekable` so
-that nothing is fetched twice; the name's suffix is a hint (:func:`choose`). A compression
-suffix that the data contradicts (a ``.gz`` that is xz), a format peagent does not stream
-(lz4, zip, qcow2, ...) or an explicit setting the data contradicts is an
-:class:`~peagent.errors.ImageError` naming what was found and what is supported: writing the
+*is* is decided by its first bytes (:func:`identify`), read through a
+:class:`~peagent.image.readers.Peekable` so that nothing is fetched twice; the name's suffix is a
+hint (:func:`choose`). A compression suffix that the data contradicts (a ``.gz`` that is xz), a
+format peagent does not stream (lz4, zip, qcow2, ...) or an explicit setting the data contradicts
+is an :class:`~peagent.errors.ImageError` naming what was found and what is supported: writing the
 wrong bytes to a disk and finding out from a checksum after an hour is worse than refusing now.
 A name without a compression suffix (``.img``, ``.raw``) gives no hint: the data decides.
 
@@ -34,13 +34,12 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import zstandard
 
 from peagent.errors import ImageError, VerifyError
+from peagent.image.readers import Counter, Readable
 
 SUPPORTED = ("none", "gzip", "xz", "bzip2", "zstd")
 SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".xz": "xz", ".bz2": "bzip2", ".bzip2": "bzip2",
@@ -69,10 +68,6 @@ _ZSTD_MAGIC = 0xFD2FB528
 _ZSTD_SKIPPABLE = 0x184D2A50  # 0x184D2A50-0x184D2A5F: skippable frames (pzstd starts files with one)
 
 _CORRUPT = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError)
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1) -> bytes: ...
 
 
 def identify(head: bytes) -> str:
@@ -127,45 +122,6 @@ def choose(head: bytes, name: str, asked: str = "auto") -> str:
 
 def _describe(found: str) -> str:
     return "not compressed (raw)" if found == "none" else found
-
-
-class Peekable:
-    """A reader whose first bytes can be looked at before they are read."""
-
-    def __init__(self, source: Readable) -> None:
-        self._source = source
-        self._head = b""
-
-    def peek(self, size: int) -> bytes:
-        while len(self._head) < size:
-            chunk = self._source.read(size - len(self._head))
-            if not chunk:
-                break
-            self._head += chunk
-        return self._head[:size]
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            data, self._head = (self._head, b"") if size < 0 or size >= len(self._head) else \
-                (self._head[:size], self._head[size:])
-            return data
-        return self._source.read(size)
-
-
-@dataclass
-class Counter:
-    """A reader that counts (and optionally hashes) the bytes read through it."""
-
-    source: Readable
-    update: Callable[[bytes], None] | None = None
-    count: int = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.count += len(data)
-        if self.update is not None and data:
-            self.update(data)
-        return data
 
 
 def open_decompressed(source: Readable, compression: str) -> Readable:

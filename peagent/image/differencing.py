@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from peagent.errors import UsageError
-from peagent.image.access import ImageFiles, is_url, read_image
-from peagent.image.blockset import BlockLocator
+from peagent.fetch import is_url
+from peagent.image.blockmap import BlockLocator
 from peagent.image.format import BLOCK, BaseRef, FrameKind
+from peagent.image.load import read_image
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,6 @@ class Base:
 
     ref: BaseRef
     blocks: BlockLocator
-    files: ImageFiles
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,11 @@ def open_base(src: str, output: str, url: str | None = None) -> Base:
     ``url`` is how the new manifest will refer to the base (relative to the new manifest, or
     absolute); by default it is derived from where both are, when that is possible.
     """
-    files = read_image(src)
-    m = files.manifest
-    ref = BaseRef(name=m.name, version=m.version, url=url or base_url(files.location, output),
-                  manifest_sha256=files.manifest_sha256)
-    return Base(ref, BlockLocator(files.blocks), files)
+    image = read_image(src)
+    m = image.manifest
+    ref = BaseRef(name=m.name, version=m.version, url=url or base_url(image.location, output),
+                  manifest_sha256=image.manifest_sha256)
+    return Base(ref, BlockLocator(image.blocks))
 
 
 def base_url(base_manifest: str, output: str) -> str:

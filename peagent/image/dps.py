@@ -8,6 +8,11 @@ saturates; a DP that is cooling down after a failure is taken only when no other
 DP never measured is tried early (it may be the fastest). A blob on a DP (:class:`DPUrl`) is
 dropped for good when it answers that the blob is not there, changed (ETag), or has another size.
 
+:func:`check_answer` reads what a DP's answer to a range request says: how many of its bytes to
+take, or :class:`Retry` (a 5xx, a short or misplaced ``Content-Range``, a DP that ignored
+``Range``), dropping the URL for good when the answer proves it useless (the blob is not there,
+has changed, has another size).
+
 :class:`RateLimit` is a token bucket all connections share (``--limit-rate``), and
 :func:`session_with_ca` makes a requests session that verifies TLS with a given CA bundle.
 """
@@ -22,9 +27,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from peagent.fetch import new_session
+from peagent.fetch import content_range, is_url, new_session
 
-PIECE = 64 << 10  # bytes per socket read (the fetcher's): a read that times out half-done loses at most this
+PIECE = 128 << 10  # bytes per socket read (the fetcher's): a read that times out half-done loses this much
 
 
 @dataclass
@@ -75,6 +80,56 @@ class RateLimit:
             self.sleep(debt / self.rate)
 
 
+class Retry(Exception):
+    """This attempt at a range failed; the range goes on from its first missing byte (elsewhere if it can)."""
+
+
+def check_answer(url: DPUrl, response: requests.Response, pos: int, end: int, size: int) -> int:
+    """How many bytes of the answer to a request for bytes [pos, end) of a blob of ``size`` bytes to take;
+    raises Retry otherwise, after setting ``url.bad`` when the URL is not to be asked again."""
+    status = response.status_code
+    if status == 412:
+        url.bad = "the blob changed on this DP (its ETag no longer matches)"
+        raise Retry(url.bad)
+    if 400 <= status < 500 and status not in (408, 429):
+        url.bad = f"HTTP {status}"
+        raise Retry(url.bad)
+    if status >= 400:
+        raise Retry(f"HTTP {status}")
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        if url.etag is None:
+            url.etag = etag
+        elif etag != url.etag:
+            url.bad = f"the blob changed on this DP (ETag {url.etag} became {etag})"
+            raise Retry(url.bad)
+    want = end - pos
+    if status == 206:
+        text = response.headers.get("Content-Range", "")
+        try:
+            first, last, total = content_range(text)
+        except ValueError:
+            raise Retry(f"malformed Content-Range {text!r}") from None
+        if total is not None and total != size:
+            url.bad = f"the blob is {total} bytes here, but the manifest says {size}"
+            raise Retry(url.bad)
+        if first != pos or last < first:
+            raise Retry(f"asked for bytes from {pos}, got Content-Range {text!r}")
+        return min(want, last - first + 1)  # a short answer: the rest is asked for again
+    if status == 200:
+        length = response.headers.get("Content-Length")
+        if length is not None and int(length) != size:
+            url.bad = f"the blob is {length} bytes here, but the manifest says {size}"
+            raise Retry(url.bad)
+        if pos == 0:
+            return want  # the whole blob from its start: take what we need, drop the rest
+        url.range_strikes += 1
+        if url.range_strikes >= 3:
+            url.bad = "this DP ignores Range requests"
+        raise Retry("the DP ignored the Range header (HTTP 200)")
+    raise Retry(f"unexpected HTTP {status}")
+
+
 def session_with_ca(ca: str | None) -> requests.Session:
     """A session (peagent.fetch.new_session) that verifies TLS with the CA bundle ``ca`` when given.
 
@@ -94,7 +149,7 @@ def session_with_ca(ca: str | None) -> requests.Session:
 
 
 def origin_of(url: str) -> str:
-    if "://" not in url:
+    if not is_url(url):
         return "file"
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"

@@ -27,6 +27,14 @@ from peagent.errors import ManifestError, describe
 
 FORMAT = "peagent-image"
 FORMAT_VERSION = 1
+# The files of an image. The manifest names the other three by URL; these are the names a build gives
+# them, and the manifest's own. The signature is always beside the manifest, its name and ".sig".
+MANIFEST = "manifest.json"
+SIGNATURE_SUFFIX = ".sig"
+SIGNATURE = MANIFEST + SIGNATURE_SUFFIX
+FRAMES = "frames.bin"
+BLOCKS = "blocks.bin.zst"
+BLOB = "image.blob"
 BLOCK = 4096
 MAX_FRAME = 256 << 10  # 64 blocks: the packed bitmap is 64 bits
 DEFAULT_FRAME = 256 << 10

@@ -84,6 +84,12 @@ def _batches(frames: Sequence[int], frame_size: int, size: int) -> Iterator[list
         yield run
 
 
+def _right(image: Tables, j: int, piece: memoryview) -> bool:
+    """Whether ``piece`` (read where frame j belongs) is frame j."""
+    a, b = image.manifest.frame_extent(j)
+    return len(piece) == b - a and hashlib.sha256(piece).digest() == image.frames.hashes[32 * j:32 * j + 32]
+
+
 def _check_batch(read: Read, image: Tables, run: list[int]) -> list[tuple[int, bool, int]]:
     m = image.manifest
     start = m.frame_extent(run[0])[0]
@@ -92,9 +98,7 @@ def _check_batch(read: Read, image: Tables, run: list[int]) -> list[tuple[int, b
     out = []
     for j in run:
         a, b = m.frame_extent(j)
-        piece = data[a - start:b - start]
-        right = len(piece) == b - a and hashlib.sha256(piece).digest() == image.frames.hashes[32 * j:32 * j + 32]
-        out.append((j, right, b - a))
+        out.append((j, _right(image, j, data[a - start:b - start]), b - a))
     return out
 
 
@@ -153,13 +157,8 @@ def scan(read: Read, image: Tables, capacity: int, threads: int = 2) -> tuple[Di
     def work(start: int) -> tuple[bytes, list[int]]:
         data = memoryview(read(start, min(span, end - start)))
         hashes = b"".join(block_hash(data[k:k + BLOCK]) for k in range(0, len(data), BLOCK))
-        right = []
-        for a in range(0, len(data), m.frame_size):
-            j = (start + a) // m.frame_size
-            piece = data[a:a + m.frame_size]
-            if len(piece) == m.frame_extent(j)[1] - m.frame_extent(j)[0] and \
-                    hashlib.sha256(piece).digest() == image.frames.hashes[32 * j:32 * j + 32]:
-                right.append(j)
+        frames = range(start // m.frame_size, (start + len(data) - 1) // m.frame_size + 1)
+        right = [j for j in frames if _right(image, j, data[j * m.frame_size - start:(j + 1) * m.frame_size - start])]
         return hashes, right
 
     view = bytearray()

@@ -22,12 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from peagent.errors import SignatureError, UsageError
-from peagent.image.access import ImageFiles, read_image
-from peagent.image.blockset import BlockLocator
+from peagent.image.blockmap import BlockLocator
 from peagent.image.format import BLOCK, BaseRef, FrameKind
+from peagent.image.load import LoadedImage, read_image
 from peagent.image.sign import PublicKey, check_manifest
-
-MIB = 1 << 20
+from peagent.progress import MIB
 
 
 def public_keys(given: Sequence[str]) -> list[PublicKey]:
@@ -53,7 +52,7 @@ class SignatureStatus:
     detail: str
 
 
-def signature_status(files: ImageFiles, keys: Sequence[PublicKey], pin: str | None = None) -> SignatureStatus:
+def signature_status(files: LoadedImage, keys: Sequence[PublicKey], pin: str | None = None) -> SignatureStatus:
     sig = files.signature
     key_id = None
     if sig is not None:

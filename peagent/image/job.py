@@ -25,6 +25,7 @@ from peagent.image.sign import PublicKey
 from peagent.image.stream import StreamJob, write_stream
 from peagent.image.thirdparty import StreamSource, open_image, prepare
 from peagent.image.writer import WriteOptions, write_manifest_image
+from peagent.progress import MIB
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,8 @@ class _StreamJob:
             result = write_stream(reader, target, self.job, target_zeroed=target_zeroed, caps=self.caps,
                                   progress=progress)
         c = result.counts
-        mib = 1 << 20
-        return [*result.checks, f"{result.size / mib:.1f} MiB in {result.seconds:.1f} s: {c.written / mib:.1f} MiB "
-                f"written, {c.in_place / mib:.1f} MiB already in place, {c.zero_skipped / mib:.1f} MiB of zeros "
+        return [*result.checks, f"{result.size / MIB:.1f} MiB in {result.seconds:.1f} s: {c.written / MIB:.1f} MiB "
+                f"written, {c.in_place / MIB:.1f} MiB already in place, {c.zero_skipped / MIB:.1f} MiB of zeros "
                 "skipped"]
 
 

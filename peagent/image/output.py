@@ -31,13 +31,11 @@ from typing import Protocol
 import requests
 
 from peagent.errors import DeviceError, FetchError, UsageError
-from peagent.fetch import new_session
-from peagent.image.access import is_url
+from peagent.fetch import is_url, new_session
+from peagent.image.format import BLOB, MANIFEST
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.json.sig"
 _QUEUE = 16  # blob pieces in flight to the uploader (each one compressed frame)
 _TIMEOUT = (5.0, 300.0)  # the DP may take a while to flush a large upload before it answers
 
@@ -59,7 +57,7 @@ class Destination(Protocol):
 
 
 def open_destination(target: str | Path, *, token: str | None = None, overwrite: bool = False,
-                     blob_name: str = "image.blob") -> Destination:
+                     blob_name: str = BLOB) -> Destination:
     """A directory path or an http(s) URL (a "directory": ending in /, or taken as one)."""
     text = str(target)
     if is_url(text):
@@ -71,7 +69,7 @@ def open_destination(target: str | Path, *, token: str | None = None, overwrite:
 
 
 class LocalDir:
-    def __init__(self, path: Path, *, overwrite: bool = False, blob_name: str = "image.blob") -> None:
+    def __init__(self, path: Path, *, overwrite: bool = False, blob_name: str = BLOB) -> None:
         if (path / MANIFEST).exists() and not overwrite:
             raise UsageError(f"{path} already holds an image ({MANIFEST}): choose another directory, or overwrite it")
         try:
@@ -145,7 +143,7 @@ class _Abort:
 
 class HttpPut:
     def __init__(self, url: str, *, token: str | None = None, overwrite: bool = False,
-                 blob_name: str = "image.blob", session: requests.Session | None = None) -> None:
+                 blob_name: str = BLOB, session: requests.Session | None = None) -> None:
         self.location = url
         self.blob_name = blob_name
         self.overwrite = overwrite

@@ -13,7 +13,8 @@ timeout), a 5xx, a short answer or a wrong ``Content-Range`` costs only the byte
 range continues from its first missing byte, on the same DP or another. Retries wait with
 exponential backoff and jitter (tenacity), and give up after ``attempts`` failures in a row
 without a byte of progress. ``If-Match`` with each DP's ETag makes a blob that changed on a DP an
-error for that DP, never a splice of two versions; so does a blob of the wrong size.
+error for that DP, never a splice of two versions; so does a blob of the wrong size (each answer
+is judged by :func:`peagent.image.dps.check_answer`).
 
 With several DPs, each request goes to the DP that looks fastest (peagent.image.dps); a failing
 DP cools down before it is tried again, and a DP much slower than the best is left mid-range. An
@@ -39,11 +40,19 @@ import requests
 import tenacity
 
 from peagent.errors import FetchError
-from peagent.fetch import _TRANSIENT, ATTEMPTS, CONNECT_TIMEOUT, READ_TIMEOUT
-from peagent.image.dps import PIECE, DPUrl, OriginStats, RateLimit, choose, origin_of, session_with_ca
-from peagent.image.extents import MAX_SPAN, Extent, Range, coalesce
-
-__all__ = ["MAX_SPAN", "PIECE", "Extent", "FetchOptions", "Fetched", "Range", "RangeFetcher", "RateLimit", "coalesce"]
+from peagent.fetch import ATTEMPTS, CONNECT_TIMEOUT, READ_TIMEOUT, TRANSIENT, brief, is_url
+from peagent.image.dps import (
+    PIECE,
+    DPUrl,
+    OriginStats,
+    RateLimit,
+    Retry,
+    check_answer,
+    choose,
+    origin_of,
+    session_with_ca,
+)
+from peagent.image.extents import MAX_SPAN, Range
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +122,6 @@ class Fetched:
             if start < offset + length and offset < end:
                 found.add(origin)
         return found
-
-
-class _Transient(Exception):
-    pass
 
 
 class _Permanent(Exception):
@@ -214,17 +219,17 @@ class RangeFetcher:
         rng = handle.range
         # mmap, not the heap: a few MiB at a time come and go, and must go back to the kernel when freed
         # (the heap would keep them, and the PE has no RAM to spare).
-        handle.data = mmap.mmap(-1, rng.length)
+        handle.data = mmap.mmap(-1, rng.length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
         retrying = tenacity.Retrying(
             stop=lambda state: handle.streak >= self.options.attempts,
             wait=lambda state: self._backoff(rng.blob, exclude, handle),
-            retry=tenacity.retry_if_exception_type(_Transient),
+            retry=tenacity.retry_if_exception_type(Retry),
             sleep=self.options.sleep, reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
                     self._attempt(handle, exclude)
-        except _Transient:
+        except Retry:
             error = FetchError(f"giving up on bytes {rng.start}-{rng.end - 1} of {self._name(rng.blob)} after "
                                f"{self.options.attempts} attempts without progress; last: {handle.last}")
             handle._fail(error)
@@ -276,16 +281,16 @@ class RangeFetcher:
         before = progress.attempt_from = progress.got
         started = time.monotonic()
         try:
-            if "://" in url.url:
+            if is_url(url.url):
                 self._http(url, rng, buf, progress, started)
             else:
                 self._file(url, rng, buf, progress)
             with self._lock:
                 origin.strikes = 0
-        except (*_TRANSIENT, _Transient) as exc:
+        except (*TRANSIENT, Retry) as exc:
             failed = progress.got == before
             progress.streak = progress.streak + 1 if failed else 1
-            progress.last = f"{url.url} at byte {rng.start + progress.got}: {_brief(exc)}"
+            progress.last = f"{url.url} at byte {rng.start + progress.got}: {brief(exc)}"
             with self._lock:
                 self.retries += 1
                 origin.failures += 1
@@ -294,7 +299,7 @@ class RangeFetcher:
             log.warning("fetch: %s; retrying", progress.last)
             if self.on_retry:
                 self.on_retry(progress.last)
-            raise _Transient(progress.last) from None
+            raise Retry(progress.last) from None
         finally:
             elapsed = time.monotonic() - started
             moved = progress.got - before
@@ -315,11 +320,11 @@ class RangeFetcher:
                     n = f.readinto(view[progress.got:])
                     if not n:
                         url.bad = f"shorter than the {self.sizes[rng.blob]} bytes the manifest says"
-                        raise _Transient(url.bad)
+                        raise Retry(url.bad)
                     self._received(url, progress, n)
         except OSError as exc:
             url.bad = exc.strerror or str(exc)
-            raise _Transient(url.bad) from None
+            raise Retry(url.bad) from None
 
     def _received(self, url: DPUrl, progress: Fetched, n: int) -> None:
         if not progress.segments or progress.segments[-1][1] != url.origin.origin:
@@ -342,53 +347,8 @@ class RangeFetcher:
             headers["If-Match"] = url.etag
         response = self._session().get(url.url, headers=headers, stream=True, timeout=self.options.timeout)
         with response:
-            count = self._check_answer(url, rng, response, pos)
+            count = check_answer(url, response, pos, rng.end, self.sizes[rng.blob])
             self._read_body(url, rng, buf, progress, response, count, started)
-
-    def _check_answer(self, url: DPUrl, rng: Range, response: requests.Response, pos: int) -> int:
-        """How many bytes of the answer to take; raises on an answer to retry or to give up on."""
-        status = response.status_code
-        if status == 412:
-            url.bad = "the blob changed on this DP (its ETag no longer matches)"
-            raise _Transient(url.bad)
-        if 400 <= status < 500 and status not in (408, 429):
-            url.bad = f"HTTP {status}"
-            raise _Transient(url.bad)
-        if status >= 400:
-            raise _Transient(f"HTTP {status}")
-        etag = response.headers.get("ETag")
-        if etag and not etag.startswith("W/"):
-            if url.etag is None:
-                url.etag = etag
-            elif etag != url.etag:
-                url.bad = f"the blob changed on this DP (ETag {url.etag} became {etag})"
-                raise _Transient(url.bad)
-        want = rng.end - pos
-        if status == 206:
-            text = response.headers.get("Content-Range", "")
-            try:
-                span, total_text = text.removeprefix("bytes ").split("/")
-                first, last = (int(x) for x in span.split("-"))
-            except ValueError:
-                raise _Transient(f"malformed Content-Range {text!r}") from None
-            if total_text != "*" and int(total_text) != self.sizes[rng.blob]:
-                url.bad = f"the blob is {total_text} bytes here, but the manifest says {self.sizes[rng.blob]}"
-                raise _Transient(url.bad)
-            if first != pos or last < first:
-                raise _Transient(f"asked for bytes from {pos}, got Content-Range {text!r}")
-            return min(want, last - first + 1)  # a short answer: the rest is asked for again
-        if status == 200:
-            length = response.headers.get("Content-Length")
-            if length is not None and int(length) != self.sizes[rng.blob]:
-                url.bad = f"the blob is {length} bytes here, but the manifest says {self.sizes[rng.blob]}"
-                raise _Transient(url.bad)
-            if pos == 0:
-                return want  # the whole blob from its start: take what we need, drop the rest
-            url.range_strikes += 1
-            if url.range_strikes >= 3:
-                url.bad = "this DP ignores Range requests"
-            raise _Transient("the DP ignored the Range header (HTTP 200)")
-        raise _Transient(f"unexpected HTTP {status}")
 
     def _read_body(self, url: DPUrl, rng: Range, buf: bytearray, progress: Fetched,
                    response: requests.Response, count: int, started: float) -> None:
@@ -402,12 +362,12 @@ class RangeFetcher:
                 self.limit.take(n)
             chunk = raw.read(n)
             if not chunk:
-                raise _Transient(f"the answer ended {end - progress.got} bytes early")
+                raise Retry(f"the answer ended {end - progress.got} bytes early")
             buf[progress.got:progress.got + len(chunk)] = chunk
             self._received(url, progress, len(chunk))
             self._leave_if_slow(url, rng, progress, started, end)
         if progress.got < rng.length:
-            raise _Transient(f"a short answer: {progress.got} of {rng.length} bytes")
+            raise Retry(f"a short answer: {progress.got} of {rng.length} bytes")
 
     def _leave_if_slow(self, url: DPUrl, rng: Range, progress: Fetched, started: float, end: int) -> None:
         elapsed = time.monotonic() - started
@@ -418,9 +378,4 @@ class RangeFetcher:
         rate = (progress.got - progress.attempt_from) / elapsed  # this request alone
         if others and max(others) > SLOW_FACTOR * rate:
             url.origin.rate = rate
-            raise _Transient(f"{rate / 1e6:.2f} MB/s, much slower than another DP ({max(others) / 1e6:.1f} MB/s)")
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 200 else text[:197] + "..."
+            raise Retry(f"{rate / 1e6:.2f} MB/s, much slower than another DP ({max(others) / 1e6:.1f} MB/s)")

@@ -45,10 +45,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from peagent.errors import DeviceError, ImageError, UsageError
-from peagent.image.compression import Counter, Peekable, identify, open_decompressed
+from peagent.image.compression import identify, open_decompressed
+from peagent.image.readers import Counter, Peekable, Readable, read_exactly
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ REFUSED = {
     "a VMDK descriptor (give its extent file, or convert it)": (0, b"# Disk DescriptorFile"),
 }
 SUPPORTED = "raw (a file, a block device, or - for stdin), gzip, xz, zstd, bzip2, qcow2, vmdk, vdi, vhd, vhdx"
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1) -> bytes: ...
 
 
 def sniff(head: bytes) -> str:
@@ -148,7 +145,7 @@ def open_source(name: str, *, allow_mounted: bool = False, work_dir: Path | None
         else:
             raw, size, kind = _open_path(name, allow_mounted)
             stack.callback(raw.close)
-            head = _read_head(raw)
+            head = read_exactly(raw, SNIFF)
             raw.seek(0)
             inner = raw
         found = sniff(head)
@@ -170,17 +167,6 @@ def open_source(name: str, *, allow_mounted: bool = False, work_dir: Path | None
             yield Source(name, found, stream, None, size, counted)
             return
         yield Source(name, kind, inner, size)
-
-
-def _read_head(f: BinaryIO) -> bytes:
-    parts, want = [], SNIFF
-    while want:
-        data = f.read(want)
-        if not data:
-            break
-        parts.append(data)
-        want -= len(data)
-    return b"".join(parts)
 
 
 def _open_path(name: str, allow_mounted: bool) -> tuple[BinaryIO, int, str]:

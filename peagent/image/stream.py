@@ -35,15 +35,8 @@ from peagent.disk.capabilities import EraseCaps
 from peagent.errors import ImageError, VerifyError
 from peagent.image.bmap import Bmap
 from peagent.image.checksums import Digest
-from peagent.image.compression import (
-    HEAD,
-    Counter,
-    Peekable,
-    Readable,
-    choose,
-    identify,
-    open_decompressed,
-)
+from peagent.image.compression import HEAD, choose, identify, open_decompressed
+from peagent.image.readers import Counter, Peekable, Readable, read_exactly
 from peagent.image.sink import Counts, Sink
 
 BLOCK = 4 << 20  # bytes per write: large and aligned
@@ -186,7 +179,7 @@ class _Producer:
         name = self.job.name or "the image"
         expected = self.job.expected_size
         while not self.stop.is_set():
-            block = _fill(self.stream, BLOCK)
+            block = read_exactly(self.stream, BLOCK)
             if not block:
                 break
             if self.offset == 0 and self.compression != "none" and identify(block[:HEAD]) != "none":
@@ -260,19 +253,6 @@ class _Producer:
                                   f"{bmap.source} says {done.checksum}")
         self._range_hash = None
         self._range += 1
-
-
-def _fill(stream: Readable, size: int) -> bytes:
-    """Up to ``size`` bytes; fewer only at the end of the stream."""
-    chunks = []
-    have = 0
-    while have < size:
-        chunk = stream.read(size - have)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        have += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _drain(items: queue.Queue) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from peagent.disk.capabilities import EraseCaps
 from peagent.errors import ImageError
-from peagent.fetch import NotFoundError, RangeReader, candidate_urls, fetch_bytes
+from peagent.fetch import NotFoundError, RangeReader, candidate_urls, fetch_bytes, is_url, read_local
 from peagent.image.bmap import BMAP_LIMIT, Bmap, bmap_refs, parse_bmap
 from peagent.image.checksums import CHECKSUMS_LIMIT, Digest, image_digests
 from peagent.image.compression import decompressed_name
@@ -108,9 +108,9 @@ def write_url(source: StreamSource, target: str, dps: Sequence[str] = (), *, tar
 
 def resolve(ref: str, dps: Sequence[str], base: str = "") -> list[str]:
     """The URLs of a reference, preferred first; [] for a local file (see the module's docstring)."""
-    if "://" in ref or dps:
+    if is_url(ref) or dps:
         return candidate_urls(ref, dps)
-    if "://" in base:
+    if is_url(base):
         return [urljoin(base, ref)]
     return []
 
@@ -120,16 +120,7 @@ def _fetch(ref: str, dps: Sequence[str], base: str, limit: int, what: str, fetch
     urls = resolve(ref, dps, base)
     if urls:
         return urls[0], fetch(urls, limit)
-    try:
-        with open(ref, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        raise NotFoundError(f"{what} {ref} does not exist") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read {what} {ref}: {exc.strerror}") from None
-    if len(data) > limit:
-        raise ImageError(f"{what} {ref} is larger than the {limit} bytes allowed for it")
-    return ref, data
+    return ref, read_local(ref, limit, what)
 
 
 def open_image(ref: str, dps: Sequence[str], on_retry: Callable[[str], None] | None) -> BinaryIO | RangeReader:

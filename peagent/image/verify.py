@@ -25,14 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from peagent.errors import ImageError, PeagentError
-from peagent.fetch import NotFoundError
-from peagent.image.access import BlobReader, ImageFiles, is_url, read_image, resolve
-from peagent.image.assemble import FrameError, ImageData, NeedsBaseError, packed_blocks
+from peagent.fetch import NotFoundError, is_url
+from peagent.image.assemble import BlobReader, FrameError, ImageData, NeedsBaseError, packed_blocks
 from peagent.image.format import BLOCK, Frame, FrameKind, block_hash
 from peagent.image.inspect import signature_status
+from peagent.image.load import MAX_BASE_DEPTH, LoadedImage, manifest_locations, read_base, read_image
 from peagent.image.sign import PublicKey
-
-MAX_BASE_DEPTH = 8  # a chain of differencing images deeper than this is a loop or a mistake
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,7 @@ def verify_image(src: str, keys: Sequence[PublicKey] = (), *, pin: str | None = 
     return report
 
 
-def _check_blob(files: ImageFiles, blob: BlobReader, report: VerifyReport) -> None:
+def _check_blob(files: LoadedImage, blob: BlobReader, report: VerifyReport) -> None:
     """The blob's size is the manifest's, and the stored frames cover it exactly once."""
     expected = files.manifest.blob.size
     try:
@@ -190,8 +188,8 @@ def _check_packed(data: ImageData, frame: Frame, start: int, end: int, report: V
         taken += size
 
 
-def _open_base(files: ImageFiles, given: str | None, stack: contextlib.ExitStack,
-               depth: int = 0) -> tuple[ImageData | None, str | None]:
+def _open_base(files: LoadedImage, given: str | None, stack: contextlib.ExitStack,
+               depth: int = 1) -> tuple[ImageData | None, str | None]:
     """The base's data (recursively with its own base), from ``given`` or where the manifest says.
 
     (None, None) when the manifest's URL leads nowhere and none was given: the frames that need
@@ -199,13 +197,13 @@ def _open_base(files: ImageFiles, given: str | None, stack: contextlib.ExitStack
     """
     ref = files.manifest.base
     assert ref is not None
-    where = given or resolve(files.location, ref.url)
-    if depth >= MAX_BASE_DEPTH:
-        raise ImageError(f"more than {MAX_BASE_DEPTH} differencing images in a chain at {where}")
-    if given is None and not is_url(where) and not os.path.exists(where):
+    where = manifest_locations(given) if given is not None else [files.url_of(ref.url)]
+    if depth > MAX_BASE_DEPTH:
+        raise ImageError(f"a chain of more than {MAX_BASE_DEPTH} base images at {where[0]}")
+    if given is None and not is_url(where[0]) and not os.path.exists(where[0]):
         return None, None
     try:
-        base_files = read_image(where, expect_sha256=ref.manifest_sha256)
+        base_files = read_base(files, where)
     except NotFoundError:
         if given is None:
             return None, None

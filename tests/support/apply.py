@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from peagent.image.access import BlobReader, read_image
-from peagent.image.assemble import ImageData, RawBase
+from peagent.image.assemble import BlobReader, ImageData, RawBase
 from peagent.image.format import FrameKind
+from peagent.image.load import read_base, read_image
 
 
 def apply_image(image: str, target: Path, base_raw: Path | None = None) -> None:
@@ -22,7 +22,7 @@ def apply_image(image: str, target: Path, base_raw: Path | None = None) -> None:
     base = None
     if files.manifest.base is not None:
         assert base_raw is not None, "a differencing image needs the raw base"
-        base_files = read_image(files.url_of(files.manifest.base.url), expect_sha256=files.manifest.base.manifest_sha256)
+        base_files = read_base(files)
         base = RawBase(str(base_raw), base_files.blocks, base_files.manifest.size)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
     try:

@@ -8,7 +8,7 @@ import io
 import random
 from pathlib import Path
 
-from peagent.image.blockset import BlockLocator
+from peagent.image.blockmap import BlockLocator
 from peagent.image.build import BuildOptions, build_image
 from peagent.image.differencing import open_base
 from peagent.image.format import BLOCK, BlockIndex, FrameKind, block_hash

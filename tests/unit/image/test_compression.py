@@ -11,7 +11,6 @@ import zstandard
 
 from peagent.errors import ImageError, VerifyError
 from peagent.image.compression import (
-    Peekable,
     ZstdFrames,
     choose,
     decompressed_name,
@@ -19,6 +18,7 @@ from peagent.image.compression import (
     open_decompressed,
     suffix_hint,
 )
+from peagent.image.readers import Peekable
 
 DATA = os.urandom(300_000) + bytes(3 << 20) + b"some text " * 50_000
 PARTS = (DATA[:100_000], DATA[100_000:2_000_000], DATA[2_000_000:])

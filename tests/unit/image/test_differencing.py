@@ -8,11 +8,11 @@ import pytest
 import zstandard
 
 from peagent.errors import UsageError
-from peagent.image.access import BlobReader, read_image
-from peagent.image.assemble import ImageData, NeedsBaseError, RawBase
+from peagent.image.assemble import BlobReader, ImageData, NeedsBaseError, RawBase
 from peagent.image.build import BuildOptions, build_image
 from peagent.image.differencing import base_url, classify_frame, open_base
 from peagent.image.format import BLOCK, FrameKind, block_hash
+from peagent.image.load import read_image
 from tests.unit.image.crafted import CHANGED, FRAME, KINDS, NEW, A, B, N, Z, build, hashes, locator
 
 

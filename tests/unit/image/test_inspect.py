@@ -63,7 +63,7 @@ def test_diff_of_an_image_with_itself_fetches_nothing(tmp_path: Path) -> None:
 
 
 def _stored(image: Path, frames: tuple[int, ...]) -> int:
-    from peagent.image.access import read_image
+    from peagent.image.load import read_image
 
     table = read_image(str(image)).frames
     return sum(table[i].length for i in frames)

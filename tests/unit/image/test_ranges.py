@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peagent.errors import FetchError
-from peagent.image.ranges import PIECE, Extent, FetchOptions, RangeFetcher, RateLimit, coalesce
+from peagent.image.dps import PIECE, RateLimit
+from peagent.image.extents import Extent, coalesce
+from peagent.image.ranges import FetchOptions, RangeFetcher
 from peagent.server.dp import DPServer
 from tests.support.faultproxy import Fault, FaultProxy
 

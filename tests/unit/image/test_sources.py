@@ -166,7 +166,7 @@ def test_a_busy_device_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPatch
 
 
 def test_read_exactly_gathers_short_reads() -> None:
-    from peagent.image.build import read_exactly
+    from peagent.image.readers import read_exactly
 
     class Trickle(io.RawIOBase):
         def __init__(self) -> None:
