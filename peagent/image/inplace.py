@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 from peagent.image.format import BLOCK, BLOCK_HASH_SIZE, FrameKind, block_hash
 from peagent.image.reuse import DiskView, Tables
@@ -165,8 +166,9 @@ def scan(read: Read, image: Tables, capacity: int, threads: int = 2) -> tuple[Di
     found: set[int] = set()
     with ThreadPoolExecutor(threads, thread_name_prefix="peagent-scan") as pool:
         starts = iter(range(0, end, span))
-        pending: deque[Future[tuple[bytes, list[int]]]] = deque(pool.submit(work, s) for s, _ in zip(starts,
-                                                                range(threads + 1), strict=False))
+        # islice, not zip with a range: zip would take one start too many and drop it.
+        pending: deque[Future[tuple[bytes, list[int]]]] = deque(pool.submit(work, s)
+                                                                for s in islice(starts, threads + 1))
         while pending:
             hashes, right = pending.popleft().result()
             view += hashes

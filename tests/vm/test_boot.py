@@ -34,6 +34,18 @@ def test_direct_kernel_sees_disks_on_every_bus_with_serials(pe: Path, workdir: P
     print(f"\nfigure: direct kernel boot, agent running at {agent_running:.1f} s")
 
 
+def test_every_agent_module_imports_in_the_pe(pe: Path, workdir: Path, start_vm) -> None:
+    """The PE build prunes Debian's packages hard; this proves it left everything the agent imports."""
+    cmd = ("python3 -c 'import importlib, pkgutil, peagent; "
+           "names = [m.name for m in pkgutil.walk_packages(peagent.__path__, \"peagent.\") "
+           "if not m.name.endswith(\"__main__\")]; "
+           "[importlib.import_module(n) for n in names]; print(\"imported\", len(names), \"modules\")'")
+    vm = start_vm(direct(pe, run_param(cmd)))
+    found = vm.expect(r"imported (\d+) modules\n", 120)
+    assert exit_status(vm) == 0
+    assert int(found.group(1)) > 50
+
+
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_usb_image_boots_and_reads_its_peagent_cfg(firmware, pe, workdir, start_vm) -> None:
     stick = usb_stick_with_params(pe, workdir, run_param("echo usb-ok"))

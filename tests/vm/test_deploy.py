@@ -28,7 +28,7 @@ def test_deploy_writes_exactly_the_image_verifies_and_reports(pe, workdir, netns
     assert data[:IMAGE_SIZE] == image
     assert data[IMAGE_SIZE:] == bytes(DISK_SIZE - IMAGE_SIZE)
     phases = [e["phase"] for e in events]
-    assert phases[:3] == ["inventory", "task", "write"]
+    assert phases[:4] == ["inventory", "task", "image", "write"]
     assert phases[-2:] == ["verify", "done"]
     assert all(e["deployment_id"] == "vm-test-0001" for e in events[1:])
     assert events[0]["machine"]["macs"] == ["52:54:00:12:34:56"]
@@ -103,7 +103,7 @@ def test_a_corrupt_image_is_never_reported_as_deployed(pe, workdir, netns, start
         vm = start_vm(direct(pe, params, [Drive(disk, "virtio")]))
         assert exit_status(vm) == 5
         events = dp.events()
-    assert (f"error [verify.mismatch]: sha256 of the {IMAGE_SIZE} bytes of images/test.img.zst is {sha256(image)}; "
+    assert (f"error [verify.mismatch]: sha256 of the {IMAGE_SIZE} bytes of test.img.zst is {sha256(image)}; "
             f"expected {wrong['image']['sha256']} (given)") in vm.console
     assert "done" not in [e["phase"] for e in events]
     assert events[-1]["phase"] == "failed" and events[-1]["error_code"] == "verify.mismatch"

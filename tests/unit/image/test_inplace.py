@@ -69,3 +69,13 @@ def test_scan_hashes_every_block_and_finds_frames_in_place() -> None:
     view, found = scan(Disk(bytes(on_disk)).read, new, len(on_disk))
     assert found == set(range(8)) - {3}
     assert view.hashes[:12 * 8] == new.blocks.hashes[:12 * 8] and view.hashes[12 * 8:13 * 8] != new.blocks[12]
+
+
+def test_scan_over_many_batches_keeps_every_batch_in_order(monkeypatch) -> None:
+    # A disk of many read batches, more than the threads keep in flight: each block's hash lands at its
+    # own place (a batch dropped or shifted would make every later local copy wrong).
+    monkeypatch.setattr(inplace, "BATCH", 2 * FRAME)
+    new = make_tables(image(40), FRAME)
+    view, found = scan(Disk(new.data).read, new, len(new.data), threads=2)
+    assert found == set(range(40))
+    assert view.hashes == new.blocks.hashes
