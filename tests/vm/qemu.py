@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -143,7 +144,9 @@ class VM:
         self.name = name
         self.netns_prefix = netns_prefix or []
         self.log_path = workdir / f"{name}-console.log"
-        self.qmp_path = workdir / f"{name}-qmp.sock"
+        # Not in workdir: a socket's path must be shorter than 108 bytes, and workdir is named for the test.
+        self._qmp_dir = Path(tempfile.mkdtemp(prefix="peagent-qmp-"))
+        self.qmp_path = self._qmp_dir / f"{name}.sock"
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self._buffer = bytearray()
@@ -174,6 +177,7 @@ class VM:
     def close(self, timeout: float = 5.0) -> None:
         """End the VM: a QMP quit, then SIGKILL if it lingers."""
         if self.proc is None:
+            shutil.rmtree(self._qmp_dir, ignore_errors=True)
             return
         if self.proc.poll() is None:
             with contextlib.suppress(OSError, VMError):
@@ -186,6 +190,7 @@ class VM:
             self._reader.join(timeout)
         if self.proc.stdin:
             self.proc.stdin.close()
+        shutil.rmtree(self._qmp_dir, ignore_errors=True)
 
     def kill(self) -> None:
         """Hard power-off: SIGKILL, the guest gets no chance to flush anything."""
