@@ -148,11 +148,20 @@ def _secret(file: str | None, env: str) -> str | None:
 def _cmd_image_build(args: argparse.Namespace) -> int:
     from peagent.image.build import BuildOptions, build_from
     from peagent.image.format import DEFAULT_FRAME
+    from peagent.image.sources import TreeSource
 
-    options = BuildOptions(name=args.name, version=args.version, kind=args.kind,
+    if (args.source is None) == (args.files is None):
+        raise UsageError("image build: give a SOURCE or --files DIR (one of them)")
+    if args.files is None and (args.base_tree or args.capture):
+        raise UsageError("--base-tree and --capture make a file image: they go with --files DIR")
+    kind = args.kind or ("files" if args.files else "disk")
+    if args.files and kind != "files":
+        raise UsageError(f"--files builds a file image (kind files), not --kind {kind}")
+    source = TreeSource(args.files, args.base_tree, args.capture) if args.files else args.source
+    options = BuildOptions(name=args.name, version=args.version, kind=kind,
                            frame_size=args.frame_size or DEFAULT_FRAME, level=args.level,
                            threads=args.threads or max(1, os.cpu_count() or 1))
-    manifest = build_from(args.source, args.out, options, base=args.base, base_url=args.base_url,
+    manifest = build_from(source, args.out, options, base=args.base, base_url=args.base_url,
                           key=Path(args.key) if args.key else None,
                           token=_secret(args.token_file, "PEAGENT_UPLOAD_TOKEN"), overwrite=args.overwrite,
                           allow_mounted=args.allow_mounted, progress=lambda snap: log.info("%s", snap.line("build")))
@@ -277,12 +286,18 @@ def _image_parsers(sub: argparse._SubParsersAction) -> None:
     image = sub.add_parser("image", help="build, inspect, verify and compare images").add_subparsers(
         dest="image_command", required=True, metavar="SUBCOMMAND")
 
-    p = image.add_parser("build", help="build an image from a raw file, a block device, qcow2 or .gz/.xz/.zst/.bz2")
-    p.add_argument("source", help="raw file, block device, virtual disk or compressed raw image")
+    p = image.add_parser("build", help="build an image from a raw file, a block device, qcow2 or .gz/.xz/.zst/.bz2, "
+                         "or a directory tree (--files)")
+    p.add_argument("source", nargs="?", help="raw file, block device, virtual disk or compressed raw image")
     p.add_argument("-o", "--out", required=True, help="output directory, or an http(s) URL to PUT to")
     p.add_argument("--name", required=True)
     p.add_argument("--version", required=True)
-    p.add_argument("--kind", default="disk", choices=["disk", "partition", "files"])
+    p.add_argument("--kind", choices=["disk", "partition", "files"], help="default disk; files with --files")
+    p.add_argument("--files", metavar="DIR", help="a file image of this directory tree (a pax tar stream made on "
+                   "the fly; docs/image-build.md)")
+    p.add_argument("--base-tree", metavar="DIR", help="with --files: a layer, what changed from this tree to DIR")
+    p.add_argument("--capture", action="store_true", help="with --files: leave out what a captured Linux root "
+                   "must not carry (/proc, /tmp, machine-id, SSH host keys, ...)")
     p.add_argument("--frame-size", type=int, metavar="BYTES", help="bytes per frame (default 262144)")
     p.add_argument("--level", type=int, default=9, help="zstd level (default 9)")
     p.add_argument("--threads", type=int, help="compression threads (default: the CPUs)")

@@ -104,6 +104,19 @@ class SignatureError(ImageError):
     code = "image.signature"
 
 
+class UnsafeArchiveError(ImageError):
+    """A file image or layer (a tar stream) asks for something unsafe: an absolute or ``..`` name, a
+    write through a symlink, a hard link out of the target, a device node it may not create, a
+    whiteout in a base image, or more data, entries or header bytes than the limits allow.
+
+    Raised by peagent.files.extract before that entry is applied; the message names the entry and
+    what was wrong. Nothing is ever written outside the target directory, but entries before the
+    refused one may have been applied inside it: the target is unfinished.
+    """
+
+    code = "image.unsafe"
+
+
 class DeviceError(PeagentError):
     """Reading or writing a block device (or target file) failed."""
 

@@ -44,6 +44,7 @@ from peagent.image.format import (
     FileRef,
     FrameKind,
     FrameTable,
+    LayerRef,
     Manifest,
     block_hash,
     encode_blocks,
@@ -52,6 +53,7 @@ from peagent.image.format import (
 from peagent.image.output import Destination, LocalDir, open_destination
 from peagent.image.readers import Readable, read_exactly
 from peagent.image.sign import load_private_key, sign_manifest
+from peagent.image.sources import TreeSource
 from peagent.progress import Progress, Snapshot
 
 DEFAULT_LEVEL = 9
@@ -66,6 +68,7 @@ class BuildOptions:
     level: int = DEFAULT_LEVEL
     threads: int = max(1, os.cpu_count() or 1)
     source_name: str = ""
+    layer: LayerRef | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _build(source: Readable, dest: Destination, options: BuildOptions, progress:
         blob=FileRef(BLOB, blob_size),
         base=base.ref if base else None,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        tool=f"peagent {__version__}", source=options.source_name,
+        tool=f"peagent {__version__}", source=options.source_name, layer=options.layer,
     )
     manifest_data = manifest.to_json()
     dest.put(FRAMES, frames_data)
@@ -173,13 +176,17 @@ def _compress(data: bytes, level: int) -> bytes:
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
 
 
-def build_from(source: str, output: str, options: BuildOptions, *, base: str | None = None,
+def build_from(source: str | TreeSource, output: str, options: BuildOptions, *, base: str | None = None,
                base_url: str | None = None, key: Path | None = None, token: str | None = None,
                overwrite: bool = False, allow_mounted: bool = False,
                progress: Callable[[Snapshot], None] | None = None) -> Manifest:
-    """``peagent image build SOURCE -o OUTPUT``: everything from the names the user gave."""
+    """``peagent image build SOURCE -o OUTPUT``: everything from the names the user gave.
+
+    A :class:`~peagent.image.sources.TreeSource` (``--files DIR``) makes a file image (and a layer, given
+    its base tree) of the tar stream written from the tree as the build reads it.
+    """
     from peagent.image.differencing import open_base
-    from peagent.image.sources import open_source
+    from peagent.image.sources import open_source, open_tree
 
     signing_key = load_private_key(key) if key is not None else None  # a wrong key fails before the work
     base_image = open_base(base, output, base_url) if base is not None else None
@@ -187,9 +194,15 @@ def build_from(source: str, output: str, options: BuildOptions, *, base: str | N
     try:
         # A virtual disk's temporary raw file goes next to the output, where the room for images is.
         work_dir = Path(output) if isinstance(dest, LocalDir) else None
-        with open_source(source, allow_mounted=allow_mounted, work_dir=work_dir) as src:
+        if isinstance(source, TreeSource):
+            base_tree = source.base_tree
+            options = replace(options, kind="files", layer=LayerRef(_named(base_tree)) if base_tree else None)
+            name, opened = source.root, open_tree(source)
+        else:
+            name, opened = source, open_source(source, allow_mounted=allow_mounted, work_dir=work_dir)
+        with opened as src:
             if not options.source_name:
-                options = replace(options, source_name=os.path.basename(source.rstrip("/")) or source)
+                options = replace(options, source_name=_named(name))
             meter = Progress(src.progress_total, progress or (lambda snap: None))
             manifest = build_image(src.stream, dest, options, src.track(meter.add), base=base_image,
                                    key=signing_key)
@@ -198,3 +211,7 @@ def build_from(source: str, output: str, options: BuildOptions, *, base: str | N
         dest.abort()
         raise
     return manifest
+
+
+def _named(path: str) -> str:
+    return os.path.basename(path.rstrip("/")) or path

@@ -83,6 +83,13 @@ class BaseRef:
 
 
 @dataclass(frozen=True)
+class LayerRef:
+    """A file image that is a layer: a tar stream with whiteouts, applied over a tree (docs/image-format.md)."""
+
+    base_tree: str  # the tree it was made against, as its builder named it
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -97,6 +104,7 @@ class Manifest:
     created: str = ""
     tool: str = ""
     source: str = ""
+    layer: LayerRef | None = None  # only for kind files; absent from the JSON when None
     extra: dict[str, Any] = field(default_factory=dict)  # fields of later versions, kept as they were
 
     @property
@@ -116,6 +124,8 @@ class Manifest:
         doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.extra}
         body = asdict(self)
         body.pop("extra")
+        if body["layer"] is None:  # so the manifests of everything but layers read as they always did
+            body.pop("layer")
         doc.update(body)
         return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
@@ -150,10 +160,13 @@ def parse_manifest(data: bytes) -> Manifest:
         created=str(doc.get("created") or ""),
         tool=str(doc.get("tool") or ""),
         source=str(doc.get("source") or ""),
+        layer=_layer_ref(doc.get("layer")),
         extra=extra,
     )
     if m.kind not in KINDS:
         raise ManifestError(f"manifest field kind: expected one of {', '.join(KINDS)}, found {describe(m.kind)}")
+    if m.layer is not None and m.kind != "files":
+        raise ManifestError(f"manifest field layer: only a file image can be a layer, but kind is {m.kind}")
     if m.size <= 0:
         raise ManifestError(f"manifest field size: expected a positive number of bytes, found {m.size}")
     if m.frame_size % BLOCK or not BLOCK <= m.frame_size <= MAX_FRAME:
@@ -199,6 +212,14 @@ def _base_ref(value: object) -> BaseRef | None:
         url=_field(value, "url", str, "the base manifest's URL"),
         manifest_sha256=_sha256(_field(value, "manifest_sha256", str, "64 hex digits"), "base.manifest_sha256"),
     )
+
+
+def _layer_ref(value: object) -> LayerRef | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ManifestError(f"manifest field layer: expected an object or null, found {describe(value)}")
+    return LayerRef(base_tree=_field(value, "base_tree", str, "the name of the tree the layer was made against"))
 
 
 # --- the frame table ---------------------------------------------------------------------------

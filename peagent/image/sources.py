@@ -29,12 +29,17 @@ true stream would cost none; the alternatives (an NBD client speaking to ``qemu-
 qcow2 clusters ourselves) would stream, at the price of much more code, for a build-host-only
 path. The temporary file is unlinked as soon as it is open, so nothing is left behind, whatever
 happens. (The conversion itself reports no progress; the build after it does.)
+
+A directory tree (:class:`TreeSource`, a file image) is a source too: :func:`open_tree` runs
+peagent.files' tar writer in a thread, into a pipe the builder reads from, so the tar stream is
+made as it is consumed and never lands on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -42,12 +47,13 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from peagent.errors import DeviceError, ImageError, UsageError
+from peagent.errors import DeviceError, ImageError, PeagentError, UsageError
 from peagent.image.compression import identify, open_decompressed
 from peagent.image.readers import Counter, Peekable, Readable, read_exactly
 
@@ -262,3 +268,74 @@ def _virtual(name: str, fmt: str, work_dir: Path | None, qemu_img: str) -> Itera
     with f:
         size = os.fstat(f.fileno()).st_size
         yield Source(name, fmt, f, size)
+
+
+@dataclass(frozen=True)
+class TreeSource:
+    """A directory tree to build a file image from: the whole tree, or with ``base_tree`` the layer that turns
+    that tree into this one (peagent.files.layers); ``capture`` leaves out what a captured Linux root must
+    not carry (peagent.files.tree.CAPTURE_LINUX)."""
+
+    root: str
+    base_tree: str | None = None
+    capture: bool = False
+
+
+class _TreeStream:
+    """The reading end of the pipe a tree's tar stream comes through.
+
+    Its end is reported only once the writer has finished without error: a tree that could not be read
+    to its end fails the build, never ends the image early.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.pipe = os.fdopen(fd, "rb", buffering=0)
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.pipe.read(size)
+        if data or self.thread is None:
+            return data
+        self.thread.join()
+        if isinstance(self.error, PeagentError):
+            raise self.error
+        if isinstance(self.error, OSError):
+            raise DeviceError(f"reading the tree failed: {self.error}") from self.error
+        if self.error is not None:
+            raise self.error
+        return b""
+
+
+@contextlib.contextmanager
+def open_tree(tree: TreeSource) -> Iterator[Source]:
+    """The pax tar stream of ``tree`` (or of its layer), written by a thread while the caller reads it."""
+    from peagent.files.layers import write_layer
+    from peagent.files.tree import CAPTURE_LINUX, NO_EXCLUSIONS, Tree, write_tree
+
+    exclusions = CAPTURE_LINUX if tree.capture else NO_EXCLUSIONS
+    for root in (tree.root, tree.base_tree):
+        if root is not None:
+            Tree(Path(root))  # a missing or unreadable directory is refused here, not from the thread
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError):  # a larger pipe: fewer switches between the two threads
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    stream = _TreeStream(read_fd)
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb", buffering=1 << 16) as out:
+                if tree.base_tree is None:
+                    write_tree(Path(tree.root), out, exclusions=exclusions)
+                else:
+                    write_layer(Path(tree.base_tree), Path(tree.root), out, exclusions=exclusions)
+        except BaseException as exc:  # handed to the reader, which raises it at the stream's end
+            stream.error = exc
+
+    stream.thread = threading.Thread(target=produce, name="peagent-tree", daemon=True)
+    stream.thread.start()
+    try:
+        yield Source(tree.root, "layer" if tree.base_tree else "tree", stream, None)
+    finally:
+        stream.pipe.close()  # a writer still at work gets EPIPE and stops
+        stream.thread.join()

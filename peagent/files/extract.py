@@ -1,0 +1,369 @@
+"""Applying a tar stream into a directory: a file image onto an empty filesystem, or a layer on top.
+
+:func:`apply_tar` reads a pax tar stream (GNU tar ``--format=pax --xattrs --acls --selinux``,
+or peagent's writer; plain, or gzip/xz/bzip2/zstd compressed) and applies each entry as it
+arrives, into ``root``. What the tree needs to run is kept: regular files, directories,
+symlinks, hard links, device nodes and FIFOs (when allowed); numeric owners, modes with the
+setuid, setgid and sticky bits, mtimes to the nanosecond, extended attributes (``user.*``,
+``trusted.*``, ``security.*``: SELinux labels, file capabilities) and POSIX ACLs; sparse files
+stay sparse. Directories get their metadata in a final pass, after their contents, or writing
+the contents would move their mtimes.
+
+**Safety.** The stream is not trusted. Every path is reached from a descriptor of ``root``, one
+component at a time, never following a symlink (peagent.files.confined), so no entry can write,
+replace or delete anything outside ``root``; on top of that, names that are absolute, hold
+``..`` or a NUL, or are empty, are refused as such. Refused as well, each with an
+:class:`~peagent.errors.UnsafeArchiveError` naming the entry and what was wrong: an entry whose
+parent in the target is a symlink (an archive that plants ``lib -> /etc`` and then writes
+``lib/passwd``); a hard link to something not in the target, or to a symlink; device nodes and
+FIFOs unless ``allow_devices``; whiteouts in a base image; and more file data, entries, name or
+header bytes than :class:`Limits` allow, checked as the stream goes (a decompression bomb stops
+at ``max_bytes``, before the file that would pass it is written).
+
+Entries are applied as they stream, so an archive refused at its thousandth entry has applied
+999 entries *inside* ``root`` (never outside). The caller (deploy) treats the target as
+unfinished whenever apply_tar raises.
+
+**Replacing.** What an entry finds at its path is replaced: a file, symlink, link or node is
+made under a temporary name in the same directory and renamed over the old entry (so a hard link
+elsewhere to the old file keeps the old content); a directory stays a directory and gets the
+new metadata; a change of type removes the old entry first, a directory with all it holds.
+
+**Layers** (``layer=True``) carry OCI whiteouts: ``.wh.NAME`` deletes NAME, and
+``.wh..wh..opq`` in a directory deletes what the directory held before this layer. Both act
+only on what lies below the layer: entries of the same layer stay, whatever their order in the
+stream (which is why a layer's paths are remembered while it is applied). In a base image
+(``layer=False``) a whiteout is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from peagent.errors import DeviceError, ImageError, UnsafeArchiveError
+from peagent.files.confined import Blocked, Confined, lstat
+from peagent.files.entries import install, make, own, own_at, write_all, write_sparse
+from peagent.files.metadata import Meta, MetaError, metadata
+from peagent.files.tarstream import StreamFailed, TarStream
+from peagent.image.readers import Readable
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # file data is read and written in pieces of this size
+WHITEOUT = b".wh."
+OPAQUE = b".wh..wh..opq"
+NAME_MAX = 255  # bytes in one path component (Linux)
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 1 << 40  # total file data in the stream (written, or skipped with a whiteout)
+    max_entries: int = 10_000_000
+    max_name: int = 4096  # bytes in a path (an entry's name, a link's target)
+    max_pax_header: int = 1 << 20  # bytes of extended headers (pax, long names, sparse maps) for one entry
+
+
+@dataclass
+class ApplyReport:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    devices: int = 0  # device nodes and FIFOs
+    removed: int = 0  # entries deleted by whiteouts or replaced (a directory with its contents counts once)
+    bytes: int = 0  # file data written (the data of sparse members, not their holes)
+    seconds: float = 0.0
+
+
+def apply_tar(stream: Readable, root: Path, *, allow_devices: bool = False, layer: bool = False,
+              limits: Limits = Limits(), progress: Callable[[int], None] = lambda n: None) -> ApplyReport:
+    """Applies the tar stream ``stream`` (anything with ``read(n)``; never seeked) into ``root``.
+
+    ``progress`` is called with each piece of file data written, in bytes. Raises
+    UnsafeArchiveError when the archive asks for something unsafe, ImageError (or VerifyError,
+    from decompression) when it is damaged or truncated, DeviceError when the target cannot be
+    written; an error of ``stream`` itself propagates as it was raised. After any of them the
+    target holds what was applied so far: see the module's docstring.
+    """
+    started = time.monotonic()
+    report = ApplyReport()
+    try:
+        target = Confined(root)
+    except OSError as exc:
+        raise DeviceError(f"the target directory {root} cannot be opened: {exc.strerror}") from None
+    applier = _Applier(target, root, allow_devices, layer, limits, progress, report)
+    try:
+        with TarStream(stream, max_header=limits.max_pax_header) as tar:
+            for member in tar:
+                applier.apply(tar, member)
+        applier.finish()
+    except StreamFailed as failed:
+        raise failed.error from None
+    finally:
+        target.close()
+        report.seconds = time.monotonic() - started
+    log.debug("applied into %s: %s", root, report)
+    return report
+
+
+class _Applier:
+    def __init__(self, target: Confined, root: Path, allow_devices: bool, layer: bool, limits: Limits,
+                 progress: Callable[[int], None], report: ApplyReport) -> None:
+        self.target, self.root, self.allow_devices, self.layer = target, root, allow_devices, layer
+        self.limits, self.progress, self.report = limits, progress, report
+        self.entries = 0
+        self.data = 0  # bytes of file data met in the stream, for max_bytes
+        self.dirs: dict[tuple[bytes, ...], tuple[Meta, bool]] = {}  # metadata, and whether made here
+        self.touched: set[tuple[bytes, ...]] = set()  # a layer's own paths, which its whiteouts spare
+        self.member = ""
+
+    def refuse(self, problem: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"tar entry {self.member!r}: {problem}; refused: nothing was written outside "
+                                  f"{self.root}, but entries before it were applied inside")
+
+    def apply(self, tar: TarStream, member: tarfile.TarInfo) -> None:
+        self.member = member.name
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise self.refuse(f"the archive has more than max_entries ({self.limits.max_entries}) entries")
+        parts = self.split(member.name, "name")
+        try:
+            if parts and parts[-1].startswith(WHITEOUT):
+                self.whiteout(member, parts)
+                return
+            if not parts and not member.isdir():
+                raise self.refuse("it names the target directory itself, which only a directory entry may")
+            if member.isdir():
+                self.directory(member, parts)
+            elif member.isreg():
+                self.file(tar, member, parts)
+            elif member.issym():
+                self.symlink(member, parts)
+            elif member.islnk():
+                self.hardlink(member, parts)
+            elif member.ischr() or member.isblk() or member.isfifo():
+                self.node(member, parts)
+            else:
+                raise self.refuse(f"its type {member.type!r} is not one peagent applies (file, directory, link, "
+                                  "device, FIFO)")
+        except Blocked as blocked:
+            raise self.refuse(f"{blocked.where.decode(errors='replace')!r} in the target is {blocked.what}, and "
+                              "nothing is written through one") from None
+        except MetaError as exc:
+            raise self.refuse(str(exc)) from None
+        except tarfile.TarError as exc:
+            raise ImageError(f"tar entry {self.member!r}: the stream is damaged or cut short: {exc}") from None
+        except OSError as exc:
+            raise DeviceError(f"applying tar entry {self.member!r} into {self.root} failed: {exc}") from None
+        if self.layer:
+            self.touched.update(parts[:i] for i in range(1, len(parts) + 1))
+
+    def split(self, name: str, what: str) -> tuple[bytes, ...]:
+        """The components of an entry's name (or a hard link's target), refused unless plainly relative."""
+        raw = name.encode("utf-8", "surrogateescape")
+        if not raw:
+            raise self.refuse(f"its {what} is empty")
+        if b"\0" in raw:
+            raise self.refuse(f"its {what} holds a NUL byte")
+        if len(raw) > self.limits.max_name:
+            raise self.refuse(f"its {what} is {len(raw)} bytes long, over max_name ({self.limits.max_name})")
+        if raw.startswith(b"/"):
+            raise self.refuse(f"its {what} {name!r} is an absolute path")
+        parts = tuple(part for part in raw.split(b"/") if part not in (b"", b"."))
+        if b".." in parts:
+            raise self.refuse(f"its {what} {name!r} has a '..' component")
+        if any(len(part) > NAME_MAX for part in parts):
+            raise self.refuse(f"its {what} has a component longer than {NAME_MAX} bytes")
+        return parts
+
+    def place(self, parts: tuple[bytes, ...]) -> tuple[int, bytes]:
+        """The parent directory's descriptor (made if missing) and the last component."""
+        fd = self.target.parent(parts[:-1], create=True)
+        assert fd is not None
+        return fd, parts[-1]
+
+    def count(self, size: int) -> None:
+        if self.data + size > self.limits.max_bytes:
+            raise self.refuse(f"its {size} bytes of data would take the archive past max_bytes "
+                              f"({self.limits.max_bytes}), after {self.data}: a decompression bomb, or a limit "
+                              "too small for this image; stopped before writing it")
+        self.data += size
+
+    def directory(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+        meta = metadata(member)
+        made = False
+        if parts:
+            fd, leaf = self.place(parts)
+            st = lstat(fd, leaf)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                self.report.removed += self.target.remove(fd, parts[:-1], leaf)
+                st = None
+            if st is None:
+                os.mkdir(leaf, 0o700, dir_fd=fd)  # the final pass sets its mode; until then only we write here
+                made = True
+        self.dirs[parts] = (meta, made or self.dirs.get(parts, (meta, False))[1])
+        self.report.dirs += 1
+
+    def file(self, tar: TarStream, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+        extents = self.extents(member)
+        stored = sum(length for _, length in extents)
+        self.count(stored)
+        meta = metadata(member)
+        fd, leaf = self.place(parts)
+        out, temp = make(self.target, fd, leaf, lambda name: os.open(name, CREATE, 0o600, dir_fd=fd))
+        try:
+            self.write(out, tar.data(member, stored), extents, sparse=member.sparse is not None)
+            if member.sparse is not None:
+                os.ftruncate(out, member.size)  # a hole at the end is in no extent
+            own(out, meta, inherited=self.target.parent_has_default_acl())
+        except BaseException:
+            os.close(out)
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp, dir_fd=fd)
+            raise
+        os.close(out)
+        self.report.removed += install(self.target, fd, parts, temp)
+        self.report.files += 1
+
+    def extents(self, member: tarfile.TarInfo) -> list[tuple[int, int]]:
+        """Where the member's stored data goes in the file: (offset, length), in order, not overlapping."""
+        if member.sparse is None:
+            return [(0, member.size)]
+        extents = [(offset, length) for offset, length in member.sparse if length > 0]
+        end = 0
+        for offset, length in extents:
+            if offset < end or offset + length > member.size:
+                raise self.refuse(f"its sparse map is malformed (extent {offset}+{length} in a file of "
+                                  f"{member.size} bytes)")
+            end = offset + length
+        return extents
+
+    def write(self, fd: int, reader: Readable, extents: list[tuple[int, int]], *, sparse: bool) -> None:
+        for offset, length in extents:
+            done = 0
+            while done < length:
+                piece = reader.read(min(CHUNK, length - done))
+                if not piece:
+                    raise ImageError(f"tar entry {self.member!r}: the stream ends inside its data")
+                if sparse:
+                    write_sparse(fd, piece, offset + done)
+                else:
+                    write_all(fd, piece)
+                done += len(piece)
+                self.report.bytes += len(piece)
+                self.progress(len(piece))
+
+    def symlink(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+        target = member.linkname.encode("utf-8", "surrogateescape")
+        if not target or b"\0" in target or len(target) > self.limits.max_name:
+            raise self.refuse(f"its symlink target ({len(target)} bytes) is empty, holds a NUL or is over "
+                              f"max_name ({self.limits.max_name})")
+        meta = metadata(member)
+        fd, leaf = self.place(parts)
+        _, temp = make(self.target, fd, leaf, lambda name: os.symlink(target, name, dir_fd=fd))
+        own_at(fd, temp or leaf, meta, symlink=True, inherited=False)
+        self.report.removed += install(self.target, fd, parts, temp)
+        self.report.symlinks += 1
+
+    def hardlink(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+        source = self.split(member.linkname, "hard link target")
+        if not source:
+            raise self.refuse("it is a hard link to the target directory itself")
+        source_fd = self.target.open_dir(source[:-1])
+        try:
+            st = lstat(source_fd, source[-1]) if source_fd is not None else None
+            if st is None or stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                what = "not in the target" if st is None else "a symlink" if stat.S_ISLNK(st.st_mode) else "a directory"
+                raise self.refuse(f"it is a hard link to {member.linkname!r}, which is {what}")
+            fd, leaf = self.place(parts)
+            there = lstat(fd, leaf)
+            if there is None or (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):  # else: linked already
+                _, temp = make(self.target, fd, leaf, lambda name: os.link(source[-1], name, src_dir_fd=source_fd,
+                                                                    dst_dir_fd=fd, follow_symlinks=False))
+                self.report.removed += install(self.target, fd, parts, temp)
+        finally:
+            if source_fd is not None:
+                os.close(source_fd)
+        self.report.hardlinks += 1
+
+    def node(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+        if not self.allow_devices:
+            kind = "a FIFO" if member.isfifo() else "a device node"
+            raise self.refuse(f"it is {kind}, and devices are not allowed in this image (allow_devices)")
+        meta = metadata(member)
+        kind = stat.S_IFIFO if member.isfifo() else stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+        device = 0 if member.isfifo() else os.makedev(member.devmajor, member.devminor)
+        fd, leaf = self.place(parts)
+        _, temp = make(self.target, fd, leaf, lambda name: os.mknod(name, kind | 0o600, device, dir_fd=fd))
+        own_at(fd, temp or leaf, meta, symlink=False,
+               inherited=self.target.parent_has_default_acl())
+        self.report.removed += install(self.target, fd, parts, temp)
+        self.report.devices += 1
+
+    def whiteout(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+        if not self.layer:
+            raise self.refuse("it is an OCI whiteout, which only a layer may carry (a base image must not)")
+        if member.isreg():
+            self.count(member.size)  # skipped, not written: still data a bomb could be made of
+        leaf, where = parts[-1], parts[:-1]
+        name = leaf[len(WHITEOUT):]
+        if leaf != OPAQUE and (leaf.startswith(WHITEOUT + WHITEOUT) or name in (b"", b".", b"..")):
+            raise self.refuse("it is a whiteout of a reserved or malformed name")
+        fd = self.target.parent(where, create=False)
+        if fd is None:
+            return  # nothing there to delete
+        if leaf == OPAQUE:
+            self.clear(fd, where)
+        elif (*where, name) not in self.touched:  # a whiteout hides what lies below, not its own layer's
+            self.report.removed += self.target.remove(fd, where, name)
+
+    def clear(self, fd: int, where: tuple[bytes, ...]) -> None:
+        """Empties the directory ``where`` (open as ``fd``) of all this layer did not put there."""
+        pending: list[tuple[int, tuple[bytes, ...]]] = [(os.dup(fd), where)]
+        try:
+            while pending:
+                here, path = pending.pop()
+                try:
+                    for child in map(os.fsencode, os.listdir(here)):
+                        if (*path, child) not in self.touched:
+                            self.report.removed += self.target.remove(here, path, child)
+                            continue
+                        st = lstat(here, child)
+                        if st is not None and stat.S_ISDIR(st.st_mode):  # the layer's directory: maybe more below
+                            sub = self.target.open_dir((*path, child))
+                            if sub is not None:
+                                pending.append((sub, (*path, child)))
+                finally:
+                    os.close(here)
+        finally:
+            for opened, _ in pending:
+                os.close(opened)
+
+    def finish(self) -> None:
+        """Directory metadata, after all contents (in reverse stream order), skipping those replaced since."""
+        for parts, (meta, made) in reversed(self.dirs.items()):
+            self.member = b"/".join(parts).decode(errors="replace") or "."
+            try:
+                fd = self.target.open_dir(parts)
+            except Blocked:
+                continue  # a later entry put a symlink there
+            if fd is None:
+                continue
+            try:
+                own(fd, meta, inherited=made)
+            except OSError as exc:
+                raise DeviceError(f"applying tar entry {self.member!r} into {self.root} failed: {exc}") from None
+            finally:
+                os.close(fd)
+
+
