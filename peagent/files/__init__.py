@@ -5,7 +5,8 @@ pax tar stream (GNU tar ``--format=pax --xattrs --acls --selinux``, or peagent's
 that the agent applies into a filesystem it has made and mounted in the PE. **Layers** are
 further tar streams applied on top of it, carrying only what changed, with OCI whiteouts for
 what was deleted (``.wh.NAME`` removes NAME, ``.wh..wh..opq`` empties a directory of what the
-layers below put there).
+layers below put there). peagent.files.tree writes a tree as such a stream (``image build --files``),
+and peagent.files.layers the layer between two trees.
 
 Applying a stream someone else made is the risky part: a tar archive can name ``../../etc``,
 plant a symlink and write through it, link to files outside, or make device nodes. The

@@ -10,8 +10,9 @@ mkdir, mknod, symlink and link without ``AT_SYMLINK_FOLLOW`` never do). A symlin
 way is refused (:class:`Blocked`), even one that points inside the tree: one rule, easy to check.
 
 Tar streams come directory by directory, so the descriptor of the last parent is kept, and a
-walk into a subdirectory of it starts from there. Whatever removes a directory calls
-:meth:`Confined.forget`, so that a kept descriptor never stands for a directory that is gone.
+walk into a subdirectory of it starts from there. :meth:`Confined.remove` lets it go when it
+removes that directory or one above it, so a kept descriptor never stands for a directory that
+is gone (writing into it would lose the entries, silently).
 """
 
 from __future__ import annotations

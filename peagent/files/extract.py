@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peagent.errors import DeviceError, ImageError, UnsafeArchiveError
+from peagent.files import whiteouts
 from peagent.files.confined import Blocked, Confined, lstat
 from peagent.files.entries import install, make, own, own_at, write_all, write_sparse
 from peagent.files.metadata import Meta, MetaError, metadata
@@ -58,8 +59,6 @@ from peagent.image.readers import Readable
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # file data is read and written in pieces of this size
-WHITEOUT = b".wh."
-OPAQUE = b".wh..wh..opq"
 NAME_MAX = 255  # bytes in one path component (Linux)
 CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -127,8 +126,9 @@ class _Applier:
         self.member = ""
 
     def refuse(self, problem: str) -> UnsafeArchiveError:
+        inside = ", but the entries before it were applied inside it" if self.entries > 1 else ""
         return UnsafeArchiveError(f"tar entry {self.member!r}: {problem}; refused: nothing was written outside "
-                                  f"{self.root}, but entries before it were applied inside")
+                                  f"{self.root}{inside}")
 
     def apply(self, tar: TarStream, member: tarfile.TarInfo) -> None:
         self.member = member.name
@@ -137,7 +137,7 @@ class _Applier:
             raise self.refuse(f"the archive has more than max_entries ({self.limits.max_entries}) entries")
         parts = self.split(member.name, "name")
         try:
-            if parts and parts[-1].startswith(WHITEOUT):
+            if parts and whiteouts.is_whiteout(parts[-1]):
                 self.whiteout(member, parts)
                 return
             if not parts and not member.isdir():
@@ -237,6 +237,8 @@ class _Applier:
 
     def extents(self, member: tarfile.TarInfo) -> list[tuple[int, int]]:
         """Where the member's stored data goes in the file: (offset, length), in order, not overlapping."""
+        if member.size < 0:
+            raise self.refuse(f"its size {member.size} is negative")
         if member.sparse is None:
             return [(0, member.size)]
         extents = [(offset, length) for offset, length in member.sparse if length > 0]
@@ -300,6 +302,8 @@ class _Applier:
         if not self.allow_devices:
             kind = "a FIFO" if member.isfifo() else "a device node"
             raise self.refuse(f"it is {kind}, and devices are not allowed in this image (allow_devices)")
+        if not (0 <= member.devmajor < 1 << 32 and 0 <= member.devminor < 1 << 32):
+            raise self.refuse(f"its device number {member.devmajor}:{member.devminor} is out of range")
         meta = metadata(member)
         kind = stat.S_IFIFO if member.isfifo() else stat.S_IFCHR if member.ischr() else stat.S_IFBLK
         device = 0 if member.isfifo() else os.makedev(member.devmajor, member.devminor)
@@ -315,39 +319,11 @@ class _Applier:
             raise self.refuse("it is an OCI whiteout, which only a layer may carry (a base image must not)")
         if member.isreg():
             self.count(member.size)  # skipped, not written: still data a bomb could be made of
-        leaf, where = parts[-1], parts[:-1]
-        name = leaf[len(WHITEOUT):]
-        if leaf != OPAQUE and (leaf.startswith(WHITEOUT + WHITEOUT) or name in (b"", b".", b"..")):
-            raise self.refuse("it is a whiteout of a reserved or malformed name")
-        fd = self.target.parent(where, create=False)
-        if fd is None:
-            return  # nothing there to delete
-        if leaf == OPAQUE:
-            self.clear(fd, where)
-        elif (*where, name) not in self.touched:  # a whiteout hides what lies below, not its own layer's
-            self.report.removed += self.target.remove(fd, where, name)
-
-    def clear(self, fd: int, where: tuple[bytes, ...]) -> None:
-        """Empties the directory ``where`` (open as ``fd``) of all this layer did not put there."""
-        pending: list[tuple[int, tuple[bytes, ...]]] = [(os.dup(fd), where)]
         try:
-            while pending:
-                here, path = pending.pop()
-                try:
-                    for child in map(os.fsencode, os.listdir(here)):
-                        if (*path, child) not in self.touched:
-                            self.report.removed += self.target.remove(here, path, child)
-                            continue
-                        st = lstat(here, child)
-                        if st is not None and stat.S_ISDIR(st.st_mode):  # the layer's directory: maybe more below
-                            sub = self.target.open_dir((*path, child))
-                            if sub is not None:
-                                pending.append((sub, (*path, child)))
-                finally:
-                    os.close(here)
-        finally:
-            for opened, _ in pending:
-                os.close(opened)
+            whiteouts.check(parts[-1])
+        except ValueError as exc:
+            raise self.refuse(str(exc)) from None
+        self.report.removed += whiteouts.apply(self.target, parts[:-1], parts[-1], self.touched)
 
     def finish(self) -> None:
         """Directory metadata, after all contents (in reverse stream order), skipping those replaced since."""

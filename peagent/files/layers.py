@@ -12,9 +12,9 @@ whose names say what to remove.
   sticky), owner, mtime, xattrs or ACLs, symlink target or device numbers differ, or it is a
   regular file whose data differ (compared only when the sizes match, in 1 MiB pieces, stopping at
   the first difference), or the names it is hard-linked with differ (not counting names ``new``
-  lacks: their whiteouts unlink them). A changed directory is written
-  alone (its entry, not its contents): a directory's mtime changes with its contents, so most
-  parents of a change are written too;
+  lacks: their whiteouts unlink them). A changed directory is written alone (its entry, not its
+  contents): a directory's mtime changes with its contents, so most parents of a change are
+  written too;
 * ``DIR/.wh.NAME`` for a ``DIR/NAME`` of ``base`` that ``new`` lacks (one whiteout hides all that
   was below it);
 * ``DIR/.wh..wh..opq``, the **opaque** marker, right after ``DIR``'s entry, when none of the names

@@ -60,7 +60,7 @@ def metadata(member: tarfile.TarInfo) -> Meta:
         if not 0 <= value < NO_ID:
             raise MetaError(f"its {field} {value} is not a valid owner")
     pax = member.pax_headers
-    mtime = _ns(pax["mtime"], "mtime") if "mtime" in pax else int(member.mtime) * 1_000_000_000
+    mtime = _ns(pax.get("mtime", str(int(member.mtime))), "mtime")
     atime = _ns(pax["atime"], "atime") if "atime" in pax else mtime
     return Meta(member.mode & 0o7777, member.uid, member.gid, atime, mtime, _xattrs(pax))
 
@@ -69,11 +69,11 @@ def _ns(text: str, field: str) -> int:
     """Nanoseconds from pax's decimal seconds (more than 9 decimals are cut, as GNU tar does)."""
     match = _TIME.fullmatch(text.strip())
     if match is None:
-        raise MetaError(f"its pax {field} {text!r} is not a decimal number of seconds")
+        raise MetaError(f"its {field} {text!r} is not a decimal number of seconds")
     sign, whole, fraction = match.groups()
     ns = int(whole) * 1_000_000_000 + int((fraction or "").ljust(9, "0")[:9])
-    if ns >= 1 << 63:
-        raise MetaError(f"its pax {field} {text!r} is out of range")
+    if ns >= 1 << 63:  # what the kernel's timestamps hold (base-256 header fields can hold more)
+        raise MetaError(f"its {field} {text!r} is out of range")
     return -ns if sign else ns
 
 

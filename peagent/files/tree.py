@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from peagent.errors import UsageError
-from peagent.files import acl
+from peagent.files import acl, pax
 
 log = logging.getLogger(__name__)
 
-BLOCK = 512
 PIECE = 1 << 20  # file data is read and written in pieces of this size
 XATTR_NAMESPACES = ("user.", "trusted.", "security.")  # system.* (but the ACLs) describes the filesystem, not the file
 _ACLS = {acl.ACCESS: "SCHILY.acl.access", acl.DEFAULT: "SCHILY.acl.default"}
@@ -132,9 +131,7 @@ class Node:
     @property
     def name(self) -> str:
         """The entry's name in the tar stream."""
-        if not self.rel:
-            return "./"
-        return self.rel + "/" if stat.S_ISDIR(self.st.st_mode) else self.rel
+        return "./" if not self.rel else self.rel + "/" if stat.S_ISDIR(self.st.st_mode) else self.rel
 
     @property
     def size(self) -> int:
@@ -147,20 +144,20 @@ class Node:
 
 
 def _read_xattrs(path: str) -> dict[str, bytes]:
+    # ENOTSUP: a filesystem without xattrs; ENOENT, ENODATA: the file or attribute went since it was listed.
+    gone = (errno.ENOTSUP, errno.ENOENT, errno.ENODATA)
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno == errno.ENOTSUP:  # a filesystem without xattrs
+        if exc.errno in gone:
             return {}
         raise
     records = {}
-    for name in sorted(names):
-        if name not in _ACLS and not name.startswith(XATTR_NAMESPACES):
-            continue
+    for name in sorted(n for n in names if n in _ACLS or n.startswith(XATTR_NAMESPACES)):
         try:
             value = os.getxattr(path, name, follow_symlinks=False)
         except OSError as exc:
-            if exc.errno == errno.ENODATA:  # removed since it was listed
+            if exc.errno in gone:
                 continue
             raise
         if name in _ACLS:
@@ -190,8 +187,13 @@ class Tree:
     def children(self, node: Node) -> list[Node]:
         if not node.walk:
             return []
-        found = []
-        for name in sorted(os.listdir(node.path)):
+        found: list[Node] = []
+        try:
+            names = sorted(os.listdir(node.path))
+        except FileNotFoundError:
+            log.info("%s vanished while the tree was read; left out", node.path)
+            return found
+        for name in names:
             rel = f"{node.rel}/{name}" if node.rel else name
             path = os.path.join(node.path, name)
             try:
@@ -222,22 +224,6 @@ class Tree:
             stack.extend(reversed(self.children(node)))
 
 
-_TYPES = {stat.S_IFREG: b"0", stat.S_IFLNK: b"2", stat.S_IFCHR: b"3", stat.S_IFBLK: b"4", stat.S_IFDIR: b"5",
-          stat.S_IFIFO: b"6"}
-HARDLINK = b"1"
-
-
-@dataclass(frozen=True)
-class _Stat:
-    """What a header takes from a stat result, for an entry that stands for no file (a whiteout)."""
-
-    st_mode: int
-    st_mtime_ns: int = 0
-    st_uid: int = 0
-    st_gid: int = 0
-    st_rdev: int = 0
-
-
 class TarWriter:
     """Entries into a pax tar stream (see the module's docstring), counted in a :class:`TreeReport`."""
 
@@ -252,14 +238,14 @@ class TarWriter:
         fmt = stat.S_IFMT(st.st_mode)
         inode = (st.st_dev, st.st_ino)
         if fmt != stat.S_IFDIR and st.st_nlink > 1 and inode in self._links:
-            self.entry(node.name, HARDLINK, st, link=self._links[inode])
+            self.entry(node.name, pax.HARDLINK, st, link=self._links[inode])
             self.report.hardlinks += 1
             return
         if fmt == stat.S_IFREG:
             if not self._file(node):
                 return
         else:
-            self.entry(node.name, _TYPES[fmt], st, link=node.target, records=node.records)
+            self.entry(node.name, pax.TYPES[fmt], st, link=node.target, records=node.records)
             if fmt == stat.S_IFDIR:
                 self.report.dirs += 1
             elif fmt == stat.S_IFLNK:
@@ -271,28 +257,28 @@ class TarWriter:
 
     def marker(self, name: str, mtime_ns: int = 0) -> None:
         """An empty regular file that stands for something else: a layer's whiteout or opaque marker."""
-        self.entry(name, b"0", _Stat(stat.S_IFREG | 0o644, mtime_ns))
+        self.entry(name, b"0", pax.StatFields(stat.S_IFREG | 0o644, mtime_ns))
         self.report.whiteouts += 1
 
-    def entry(self, name: str, kind: bytes, st: os.stat_result | _Stat, *, size: int = 0, link: str = "",
+    def entry(self, name: str, kind: bytes, st: os.stat_result | pax.StatFields, *, size: int = 0, link: str = "",
               records: dict[str, bytes] | None = None, placeholder: bytes = b"") -> None:
         """A pax header (when needed: always for the mtime's nanoseconds) and a ustar header."""
-        pax = {"mtime": _seconds(st.st_mtime_ns)}
+        extended = {"mtime": pax.seconds(st.st_mtime_ns)}
         encoded, target = os.fsencode(name), os.fsencode(link)
         if not placeholder and (len(encoded) > 100 or not encoded.isascii()):
-            pax["path"] = encoded
+            extended["path"] = encoded
         if len(target) > 100 or not target.isascii():
-            pax["linkpath"] = target
+            extended["linkpath"] = target
         for field, value, width in (("uid", st.st_uid, 8), ("gid", st.st_gid, 8), ("size", size, 12)):
             if value >= 8 ** (width - 1):  # too large for its octal field
-                pax[field] = b"%d" % value
-        pax.update(records or {})
-        body = b"".join(_record(key, value) for key, value in pax.items())
-        self._write(_header(b"././@PaxHeader", b"x", 0o644, 0, 0, len(body), 0) + _padded(body))
+                extended[field] = b"%d" % value
+        extended.update(records or {})
+        body = b"".join(pax.record(key, value) for key, value in extended.items())
+        self._write(pax.header(b"././@PaxHeader", b"x", 0o644, 0, 0, len(body), 0) + pax.padded(body))
         device = stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-        self._write(_header(placeholder or encoded, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size,
-                            st.st_mtime_ns // 1_000_000_000, target,
-                            (os.major(st.st_rdev), os.minor(st.st_rdev)) if device else (0, 0)))
+        self._write(pax.header(placeholder or encoded, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size,
+                               st.st_mtime_ns // 1_000_000_000, target,
+                               (os.major(st.st_rdev), os.minor(st.st_rdev)) if device else (0, 0)))
 
     def _file(self, node: Node) -> bool:
         if node.emptied:
@@ -307,12 +293,11 @@ class TarWriter:
         try:
             size = node.size
             # Fewer blocks than bytes: holes. Ask where the data is; store only that (GNU sparse 1.0).
-            regions = _data_regions(fd, size) if node.st.st_blocks * 512 < size else [(0, size)]
+            regions = pax.data_regions(fd, size) if node.st.st_blocks * 512 < size else [(0, size)]
             if regions == [(0, size)]:
                 self.entry(node.name, b"0", node.st, size=size, records=node.records)
             else:
-                table = b"%d\n" % len(regions) + b"".join(b"%d\n%d\n" % region for region in regions)
-                table = _padded(table)
+                table = pax.padded(b"%d\n" % len(regions) + b"".join(b"%d\n%d\n" % region for region in regions))
                 head, _, tail = node.rel.rpartition("/")
                 placeholder = os.fsencode(f"{head}/GNUSparseFile.0/{tail}" if head else f"GNUSparseFile.0/{tail}")
                 records = {"GNU.sparse.major": b"1", "GNU.sparse.minor": b"0",
@@ -341,73 +326,17 @@ class TarWriter:
                 offset += len(piece)
                 stored += len(piece)
         self.report.bytes += stored
-        self._write(bytes(-stored % BLOCK))
+        self._write(bytes(-stored % pax.BLOCK))
 
     def close(self) -> None:
         """The end of the archive: two zero blocks."""
-        self._write(bytes(2 * BLOCK))
+        self._write(bytes(2 * pax.BLOCK))
         self.out.flush()
 
     def _write(self, data: bytes) -> None:
-        self.out.write(data)
-
-
-def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
-    """(offset, length) of each run of data in a file with holes; a hole at the end gets (size, 0),
-    which tells GNU tar to extend the file to its size."""
-    regions: list[tuple[int, int]] = []
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data after offset
-                break
-            if exc.errno == errno.EINVAL:  # SEEK_DATA not supported here: all data, then
-                return [(0, size)]
-            raise
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        regions.append((start, end - start))
-        offset = end
-    if not regions or sum(regions[-1]) < size:
-        regions.append((size, 0))
-    return regions
-
-
-def _seconds(ns: int) -> bytes:
-    sign = b"-" if ns < 0 else b""
-    return sign + b"%d.%09d" % divmod(abs(ns), 1_000_000_000)
-
-
-def _record(key: str, value: bytes) -> bytes:
-    """One pax record: ``LEN key=value\\n``, where LEN counts the whole record, itself included."""
-    body = b" " + os.fsencode(key) + b"=" + value + b"\n"
-    length = len(body)
-    while len(body) + len(str(length)) != length:
-        length = len(body) + len(str(length))
-    return b"%d" % length + body
-
-
-def _octal(value: int, width: int) -> bytes:
-    # A value too large is 0 here; the pax header carries it.
-    return b"%0*o\0" % (width - 1, value if 0 <= value < 8 ** (width - 1) else 0)
-
-
-def _header(name: bytes, kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, link: bytes = b"",
-            device: tuple[int, int] = (0, 0)) -> bytes:
-    """A ustar header block. Names longer than a field are cut; the pax header carries them whole."""
-    block = b"".join((
-        name[:100].ljust(100, b"\0"), _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12),
-        _octal(mtime, 12), b" " * 8, kind, link[:100].ljust(100, b"\0"), b"ustar\x0000",
-        bytes(64),  # uname and gname: empty, owners are numeric
-        _octal(device[0], 8), _octal(device[1], 8), bytes(167)))
-    return block[:148] + b"%06o\0 " % sum(block) + block[156:]
-
-
-def _padded(data: bytes) -> bytes:
-    return data + bytes(-len(data) % BLOCK)
+        view = memoryview(data)
+        while view:  # a raw file (a pipe opened unbuffered) may take less than it was given
+            view = view[self.out.write(view):]
 
 
 def write_tree(root: Path, out: BinaryIO, *, exclusions: Exclusions = NO_EXCLUSIONS,

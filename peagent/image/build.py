@@ -29,7 +29,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peagent import __version__
-from peagent.errors import DeviceError, ImageError
+from peagent.errors import DeviceError, ImageError, UsageError
 from peagent.image.differencing import Base, classify_frame
 from peagent.image.format import (
     BLOB,
@@ -195,6 +195,9 @@ def build_from(source: str | TreeSource, output: str, options: BuildOptions, *, 
         # A virtual disk's temporary raw file goes next to the output, where the room for images is.
         work_dir = Path(output) if isinstance(dest, LocalDir) else None
         if isinstance(source, TreeSource):
+            if work_dir is not None and work_dir.resolve().is_relative_to(Path(source.root).resolve()):
+                raise UsageError(f"the output {output} is inside the tree {source.root}, which would then hold "
+                                 "the image being made of it: write the image outside the tree")
             base_tree = source.base_tree
             options = replace(options, kind="files", layer=LayerRef(_named(base_tree)) if base_tree else None)
             name, opened = source.root, open_tree(source)

@@ -110,6 +110,11 @@ def gnu_extract(archive: Path, into: Path, *extra: str) -> None:
                     "-C", str(into), *extra], check=True, capture_output=True)
 
 
+def members(archive: bytes | Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive if isinstance(archive, bytes) else archive.read_bytes())) as tar:
+        return tar.getmembers()
+
+
 def tree_tar(root: Path, archive: Path, **kwargs) -> TreeReport:
     with archive.open("wb") as f:
         return write_tree(root, f, **kwargs)
@@ -148,19 +153,19 @@ def test_the_records_as_python_tarfile_reads_them(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
     pipe = Pipe()
     write_tree(src, pipe)
-    members = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(bytes(pipe.data)))}
-    assert next(iter(members)) == "."  # the root first (written "./")
-    attrs = members["attrs"]
+    found = {m.name: m for m in members(bytes(pipe.data))}
+    assert next(iter(found)) == "."  # the root first (written "./")
+    attrs = found["attrs"]
     assert attrs.pax_headers["mtime"] == "1600000000.123456789"
     assert attrs.pax_headers["SCHILY.acl.access"] == ACL_TEXT.decode()
-    assert not any(k.startswith("SCHILY.xattr.system.") for m in members.values() for k in m.pax_headers)
+    assert not any(k.startswith("SCHILY.xattr.system.") for m in found.values() for k in m.pax_headers)
     assert (attrs.uname, attrs.gname) == ("", "")
-    assert members["shared"].pax_headers["SCHILY.acl.default"] == ACL_TEXT.decode()
-    assert members["shared"].mode == 0o3777 and members["bin/tool"].mode == 0o4755
-    assert members["bin/tool2"].islnk() and members["bin/tool2"].linkname == "bin/tool"
-    assert members["home/user"].gid == 3_000_000
-    assert members["sparse"].sparse == [(3 << 20, 8192), (9 << 20, 0)] and members["sparse"].size == 9 << 20
-    assert (members["dev/loop0"].devmajor, members["dev/loop0"].devminor) == (7, 0)
+    assert found["shared"].pax_headers["SCHILY.acl.default"] == ACL_TEXT.decode()
+    assert found["shared"].mode == 0o3777 and found["bin/tool"].mode == 0o4755
+    assert found["bin/tool2"].islnk() and found["bin/tool2"].linkname == "bin/tool"
+    assert found["home/user"].gid == 3_000_000
+    assert found["sparse"].sparse == [(3 << 20, 8192), (9 << 20, 0)] and found["sparse"].size == 9 << 20
+    assert (found["dev/loop0"].devmajor, found["dev/loop0"].devminor) == (7, 0)
 
 
 @needs_root
@@ -217,7 +222,7 @@ def test_exclusions_without_keep_dirs_drop_the_directories(tmp_path: Path) -> No
     src = fake_root(tmp_path / "src")
     pipe = Pipe()
     report = write_tree(src, pipe, exclusions=Exclusions(("proc", "var/*/apt"), keep_dirs=False))
-    names = tarfile.open(fileobj=io.BytesIO(bytes(pipe.data))).getnames()
+    names = [m.name for m in members(bytes(pipe.data))]
     assert "proc" not in names and "var/lib" in names and not any("apt" in n for n in names)
     assert report.excluded == 3
 
@@ -233,7 +238,7 @@ def test_other_filesystems_are_not_entered(tmp_path: Path) -> None:
         write_tree(src, pipe)
     finally:
         subprocess.run(["umount", str(src / "mnt")], check=True)
-    assert tarfile.open(fileobj=io.BytesIO(bytes(pipe.data))).getnames() == [".", "mnt"]  # the mount point only
+    assert [m.name for m in members(bytes(pipe.data))] == [".", "mnt"]  # the mount point only
 
 
 def image_bytes(image: Path) -> bytes:
@@ -264,7 +269,8 @@ def test_cli_builds_and_verifies_a_file_image(tmp_path: Path, caplog: pytest.Log
     for argv, message in ((["--files", str(src), "--kind", "disk"], "--files builds a file image (kind files)"),
                           ([str(src), "--files", str(src)], "give a SOURCE or --files DIR"),
                           ([str(src / "sparse"), "--capture"], "--base-tree and --capture make a file image"),
-                          (["--files", str(tmp_path / "nothing")], "cannot read the tree")):
+                          (["--files", str(tmp_path / "nothing")], "cannot read the tree"),
+                          (["--files", str(tmp_path)], "is inside the tree")):
         assert main(["image", "build", *argv, "-o", str(tmp_path / "bad"), "--name", "x", "--version", "1"]) == 2
         assert message in caplog.text
 
