@@ -92,6 +92,7 @@ class Inspection:
     created: str = ""
     tool: str = ""
     source: str = ""
+    layer_of: str | None = None  # a file image that is a layer: the tree it was made against
 
     @property
     def ratio(self) -> float:
@@ -116,6 +117,8 @@ class Inspection:
         if self.base:
             lines.append(f"  differencing image over {self.base.name} {self.base.version} at {self.base.url} "
                          f"(manifest sha256 {self.base.manifest_sha256})")
+        if self.layer_of is not None:
+            lines.append(f"  layer over the tree {self.layer_of} (applied on top of it; whiteouts delete)")
         lines.append(f"  signature: {self.signature.detail}")
         if self.created or self.tool or self.source:
             lines.append(f"  built {self.created} by {self.tool} from {self.source or '?'}")
@@ -131,7 +134,8 @@ def inspect_image(src: str, keys: Sequence[PublicKey] = (), pin: str | None = No
         k = kinds[f.kind.name]
         kinds[f.kind.name] = KindStats(k.frames + 1, k.image_bytes + end - start, k.stored_bytes + f.length)
     return Inspection(files.location, m.name, m.version, m.kind, m.size, m.sha256, m.frame_size, m.frame_count,
-                      kinds, m.blob.size, m.base, signature_status(files, keys, pin), m.created, m.tool, m.source)
+                      kinds, m.blob.size, m.base, signature_status(files, keys, pin), m.created, m.tool, m.source,
+                      m.layer.base_tree if m.layer else None)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from peagent.errors import ImageError, ManifestError
 from peagent.files.layers import write_layer
 from peagent.files.tree import TreeReport
 from peagent.image.format import LayerRef, parse_manifest
+from peagent.image.inspect import inspect_image
 from tests.unit.files.test_tree import (
     ACL,
     OLD,
@@ -187,6 +188,7 @@ def test_cli_builds_a_layer_image_that_names_its_base_tree(tmp_path: Path) -> No
     assert main(["image", "verify", str(image), "--key", str(tmp_path / "k" / "peagent.pub")]) == 0
     m = parse_manifest((image / "manifest.json").read_bytes())
     assert (m.kind, m.layer, m.source) == ("files", LayerRef("base"), "new")
+    assert "layer over the tree base" in inspect_image(str(image)).render()
     direct = Pipe()
     write_layer(base, new, direct)
     assert image_bytes(image) == bytes(direct.data)  # what the pipe carried is the layer, whole
