@@ -119,6 +119,21 @@ def _cmd_write(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from peagent.files.stack import apply_images
+    from peagent.image.sign import trusted_keys
+    from peagent.progress import MIB
+
+    keys = trusted_keys(given=_key_texts(args.key))
+    applied = apply_images(args.images, Path(args.dir), dps=tuple(args.dp), keys=keys, allow_devices=args.allow_devices)
+    for a in applied:
+        r = a.report
+        log.info("%s %s: %d files, %d dirs, %d symlinks, %d hard links, %d removed, %.1f MiB in %.1f s; fetched "
+                 "%.1f MiB; every frame verified", "layer" if a.layer else "base", a.label, r.files, r.dirs,
+                 r.symlinks, r.hardlinks, r.removed, r.bytes / MIB, r.seconds, a.fetched / MIB)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from peagent.server.dp import serve
 
@@ -241,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(reboot, poweroff, none) for the caller to carry out")
     p.add_argument("--key", action="append", default=[], metavar="PUB", help="trust this image key (file or text)")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("apply", help="apply a file image and its layers into a directory, verified")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="a file image (directory, manifest path or URL, or a "
+                   "path on the DPs), then layers, applied in this order")
+    p.add_argument("dir", help="the directory to apply them into (a mounted filesystem)")
+    p.add_argument("--dp", action="append", default=[], metavar="URL", help="a distribution point")
+    p.add_argument("--key", action="append", default=[], metavar="PUB", help="trust this image key (file or text)")
+    p.add_argument("--allow-devices", action="store_true", help="create the device nodes the images carry")
+    p.set_defaults(func=_cmd_apply)
 
     p = sub.add_parser("write", help="write an image onto a disk or file, verified, resuming what is there")
     p.add_argument("source", help="a peagent image (directory, manifest.json path or URL, or a path on the DPs) or "
