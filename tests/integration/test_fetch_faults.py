@@ -33,7 +33,7 @@ import pytest
 from peagent.errors import FetchError, VerifyError
 from peagent.fetch import PIECE, RangeReader
 from peagent.image.stream import write_image
-from peagent.server.dp import DPServer
+from tests.support import dp as dp_support
 from tests.support.faultproxy import RECOVERABLE, Fault, FaultProxy, FaultSchedule
 from tests.support.images import mixed_image, zstd
 from tests.support.nginx import Nginx
@@ -365,12 +365,8 @@ def test_failover_between_dps_holding_their_own_copies(tmp_path: Path) -> None:
 @pytest.fixture
 def embedded_dp(site: Site) -> Iterator[str]:
     """``peagent serve`` (in a thread) over the same directory as nginx."""
-    server = DPServer(("127.0.0.1", 0), site.nginx.root)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.url
-    server.shutdown()
-    server.server_close()
+    with dp_support.embedded_dp(site.nginx.root) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize("seed", range(6))

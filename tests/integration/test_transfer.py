@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from peagent.image.build import BuildOptions, build_image
 from peagent.image.format import BLOCK
 from peagent.image.load import LoadedImage, load_image
 from peagent.image.writer import WriteOptions, write_manifest_image
-from peagent.server.dp import DPServer
+from tests.support.dp import embedded_dp
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import mixed_image
 
@@ -68,11 +67,8 @@ def loop(tmp_path: Path) -> Iterator[Callable[[int], str]]:
 def dp(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root = tmp_path / "dp"
     root.mkdir()
-    server = DPServer(("127.0.0.1", 0), root)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield root, server.url
-    server.shutdown()
-    server.server_close()
+    with embedded_dp(root) as server:
+        yield root, server.url
 
 
 def build(root: Path, name: str, data: bytes, **kw) -> str:

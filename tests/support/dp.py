@@ -1,4 +1,5 @@
-"""A distribution point for tests: ``peagent serve`` in a subprocess, optionally in a namespace.
+"""A distribution point for tests: ``peagent serve`` in a subprocess, optionally in a namespace, or
+the same server in a thread of the test (:func:`embedded_dp`).
 
 Inside a network namespace the DP listens on the namespace's loopback, which QEMU's user
 network shows to the guest as 10.0.2.2; :attr:`DPProcess.guest_url` is that address.
@@ -6,15 +7,32 @@ network shows to the guest as 10.0.2.2; :attr:`DPProcess.guest_url` is that addr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from peagent.server.dp import DPServer
+
 GUEST_HOST = "10.0.2.2"  # the host's loopback as QEMU user networking shows it to the guest
+
+
+@contextlib.contextmanager
+def embedded_dp(root: Path) -> Iterator[DPServer]:
+    """The embedded DP serving ``root`` on a free loopback port, in a thread; its URL is ``.url``."""
+    server = DPServer(("127.0.0.1", 0), root)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class DPProcess:

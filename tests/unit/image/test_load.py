@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from peagent.errors import ImageError, ManifestError, SignatureError, UsageError
 from peagent.image.format import BLOCK
 from peagent.image.load import load_image, manifest_locations
 from peagent.image.sign import PublicKey
-from peagent.server.dp import DPServer
+from tests.support.dp import embedded_dp
 from tests.support.imagekit import make_tables, write_dir
 
 KEY = Ed25519PrivateKey.generate()
@@ -31,19 +31,14 @@ TOP = make_tables(b"".join(bytes([i]) * BLOCK for i in (2, 1, 3, 4, 9, 9, 7, 10)
 def dps(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
     """Two DPs: the first empty, the second with the images under images/os/<version>/."""
     roots = [tmp_path / "dp1", tmp_path / "dp2"]
-    servers = []
-    for root in roots:
-        root.mkdir()
-        server = DPServer(("127.0.0.1", 0), root)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-    images = roots[1] / "images" / "os"
-    write_dir(BASE, images / "base")
-    write_dir(NEW, images / "2", KEY)
-    yield images, [s.url for s in servers]
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with contextlib.ExitStack() as stack:
+        for root in roots:
+            root.mkdir()
+        servers = [stack.enter_context(embedded_dp(root)) for root in roots]
+        images = roots[1] / "images" / "os"
+        write_dir(BASE, images / "base")
+        write_dir(NEW, images / "2", KEY)
+        yield images, [s.url for s in servers]
 
 
 def test_a_signed_image_in_a_directory(tmp_path) -> None:

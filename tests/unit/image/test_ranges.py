@@ -17,6 +17,7 @@ from peagent.image.dps import PIECE, RateLimit
 from peagent.image.extents import Extent, coalesce
 from peagent.image.ranges import FetchOptions, RangeFetcher
 from peagent.server.dp import DPServer
+from tests.support.dp import embedded_dp
 from tests.support.faultproxy import Fault, FaultProxy
 
 MIB = 1 << 20
@@ -83,11 +84,8 @@ def test_the_rate_limit_spreads_bytes_over_time() -> None:
 def dp(tmp_path: Path) -> Iterator[DPServer]:
     (tmp_path / "blob").write_bytes(BLOB)
     (tmp_path / "other").write_bytes(OTHER)
-    server = DPServer(("127.0.0.1", 0), tmp_path)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with embedded_dp(tmp_path) as server:
+        yield server
 
 
 def fetch_all(urls, extents, **options) -> tuple[bytes, RangeFetcher]:

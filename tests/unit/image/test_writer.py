@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from peagent.errors import ImageError, VerifyError
 from peagent.image.format import BLOCK
 from peagent.image.load import load_image
 from peagent.image.writer import WriteOptions, write_manifest_image
-from peagent.server.dp import DPServer
+from tests.support.dp import embedded_dp
 from tests.support.imagekit import Made, make_tables, write_dir
 
 FRAME = 64 << 10
@@ -56,11 +55,8 @@ B = edit(A, 2)
 def dp(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root = tmp_path / "dp"
     root.mkdir()
-    server = DPServer(("127.0.0.1", 0), root)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield root, server.url
-    server.shutdown()
-    server.server_close()
+    with embedded_dp(root) as server:
+        yield root, server.url
 
 
 def publish(root: Path, made: Made, name: str) -> str:
@@ -171,18 +167,13 @@ def test_a_corrupt_frame_on_one_dp_is_taken_from_another(dp, tmp_path) -> None:
     good = tmp_path / "good"
     good.mkdir()
     write_dir(a, good / "a")
-    server = DPServer(("127.0.0.1", 0), good)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
+    with embedded_dp(good) as server:
         blob = root / "a" / "image.blob"
         data = bytearray(blob.read_bytes())
         data[len(data) // 2] ^= 1
         blob.write_bytes(bytes(data))
         image = load_image("a/", dps=[url, server.url], pin=pin)
         report = write(image, tmp_path / "t.img", connections=1)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert (tmp_path / "t.img").read_bytes() == A and report.fallbacks == 1
 
 
