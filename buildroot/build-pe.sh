@@ -10,6 +10,7 @@
 #                      for BIOS; writable, so /peagent.cfg can carry the boot parameters
 #   build-info.json    what went in, sizes
 #
+# PEAGENT_PE_WINDOWS=1: add pe-packages-windows.list (wimlib, for Windows images; +~14 MB).
 # PEAGENT_TRUSTED_KEYS: a directory of ed25519 public keys (*.pub, from `peagent keys`) that the PE
 # trusts for images, copied to /etc/peagent/keys (keys can also be given at boot: peagent.key=).
 #
@@ -30,7 +31,11 @@ started=$(date +%s)
 [ "$(id -u)" -eq 0 ] || { echo "build-pe.sh: must run as root (mmdebstrap, device nodes)" >&2; exit 1; }
 
 # --- 1. root filesystem (cached) -------------------------------------------------------------
-rootfs_key=$(inputs_hash "$here/pe-rootfs.sh" "$here/pe-packages.list")
+if [ "${PEAGENT_PE_WINDOWS:-0}" = 1 ]; then
+    rootfs_key=$(inputs_hash "$here/pe-rootfs.sh" "$here/pe-packages.list" "$here/pe-packages-windows.list")
+else
+    rootfs_key=$(inputs_hash "$here/pe-rootfs.sh" "$here/pe-packages.list")
+fi
 rootfs_tar="$PEAGENT_CACHE/pe-rootfs/$rootfs_key.tar"
 if [ ! -f "$rootfs_tar" ]; then
     stage "rootfs: building with mmdebstrap (cache key $rootfs_key)"
@@ -188,6 +193,7 @@ cat > "$work/result/build-info.json" <<EOF
   "peagent_version": "$version",
   "build_key": "$key",
   "rootfs_key": "$rootfs_key",
+  "windows": $([ "${PEAGENT_PE_WINDOWS:-0}" = 1 ] && echo true || echo false),
   "kernel_package": "$(basename "$kdeb")",
   "kernel_version": "$kver",
   "kernel_modules": $nmods,

@@ -1,7 +1,8 @@
 #!/bin/bash
 # pe-rootfs.sh OUT.tar: the PE's root filesystem from Debian bookworm packages, as a tarball.
 #
-# mmdebstrap's "essential" variant plus buildroot/pe-packages.list, with documentation, man
+# mmdebstrap's "essential" variant plus buildroot/pe-packages.list (and pe-packages-windows.list
+# with PEAGENT_PE_WINDOWS=1), with documentation, man
 # pages, locales and the udev hardware database filtered out at unpack time. The merged-usr
 # hook keeps apt from pulling usrmerge (and ~50 MB of perl). No mirror is named: mmdebstrap
 # uses its default. build-pe.sh caches the result under a hash of this script and the list.
@@ -9,7 +10,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: pe-rootfs.sh OUT.tar}
 
-packages=$(grep -v '^\s*\(#\|$\)' "$here/pe-packages.list" | paste -sd, -)
+lists=("$here/pe-packages.list")
+[ "${PEAGENT_PE_WINDOWS:-0}" = 1 ] && lists+=("$here/pe-packages-windows.list")  # wimlib (see that list)
+packages=$(cat "${lists[@]}" | grep -v '^\s*\(#\|$\)' | paste -sd, -)
 
 mmdebstrap --quiet \
     --format=tar \

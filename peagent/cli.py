@@ -217,6 +217,38 @@ def _cmd_image_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_wim_capture(args: argparse.Namespace) -> int:
+    from peagent.files import wim
+    from peagent.progress import Progress
+
+    meter = Progress(None, lambda snap: log.info("%s", snap.line("capture")))
+    made = wim.capture(args.source, Path(args.wim), args.name, description=args.description,
+                       delta_from=Path(args.delta_from) if args.delta_from else None, progress=wim.feed(meter))
+    meter.finish()
+    image = made.images[-1]
+    log.info("%s: image %d %r, %d files, %d bytes of file data%s; sha256 for a task: %s", args.wim, image.index,
+             image.name, image.files, image.total_bytes, f", a delta over {args.delta_from}" if args.delta_from else "",
+             _sha256_file(Path(args.wim)))
+    return 0
+
+
+def _cmd_wim_info(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from peagent.files import wim
+
+    info = wim.info(Path(args.wim))
+    print(json.dumps(asdict(info), indent=2, default=str))
+    return 0
+
+
+def _sha256_file(path: Path) -> str:
+    import hashlib
+
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     from peagent.image.sign import generate_keys
 
@@ -289,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_write)
 
     _image_parsers(sub)
+    _wim_parsers(sub)
 
     p = sub.add_parser("keys", help="make an ed25519 key pair for signing images")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="where to write peagent.key and peagent.pub")
@@ -304,6 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload", type=int, metavar="BYTES", help="largest upload accepted")
     p.set_defaults(func=_cmd_serve)
     return parser
+
+
+def _wim_parsers(sub: argparse._SubParsersAction) -> None:
+    wim = sub.add_parser("wim", help="capture and inspect Windows images (WIM, through wimlib)").add_subparsers(
+        dest="wim_command", required=True, metavar="SUBCOMMAND")
+    p = wim.add_parser("capture", help="capture a directory or an unmounted NTFS partition (all Windows metadata) "
+                       "into a new WIM")
+    p.add_argument("source", help="a directory, or an NTFS partition (/dev/sda3), unmounted")
+    p.add_argument("wim", help="the WIM to write (.wim; .dwm with --delta-from)")
+    p.add_argument("--name", required=True, help="the image's name (wiminfo shows it)")
+    p.add_argument("--description")
+    p.add_argument("--delta-from", metavar="BASE.wim", help="store only the file data BASE lacks (a delta WIM)")
+    p.set_defaults(func=_cmd_wim_capture)
+    p = wim.add_parser("info", help="a WIM's images, parts and delta base, as JSON")
+    p.add_argument("wim")
+    p.set_defaults(func=_cmd_wim_info)
 
 
 def _image_parsers(sub: argparse._SubParsersAction) -> None:

@@ -4,25 +4,36 @@ The order is the safety argument. Everything that can refuse (fetching and valid
 checking that it is meant for this machine, choosing the target, laying out its partitions,
 checking that the image fits and what data would be destroyed) happens before the first byte is
 written; then the partitions are made and the image is streamed and verified; only a verified
-image is reported as deployed. What happens after (reboot, power off) is returned to
+image is reported as deployed. An in-place re-image (peagent.inplace) follows the same order:
+the file images are loaded and checked and the OS partition is found (looking into the
+partitions read-only) before its old OS is deleted. What happens after (reboot, power off) is returned to
 the caller, which in the PE is /init: power is PID 1's business.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from peagent.disk.erase import erase, expected_data, progress_total
 from peagent.disk.filesystem import make_filesystems
 from peagent.disk.partition import apply_layout
-from peagent.errors import ImageError, PeagentError, TaskError
+from peagent.errors import ImageError, InplaceError, PeagentError, TaskError
 from peagent.fetch import NotFoundError, candidate_urls, fetch_bytes
-from peagent.image.job import prepare_image
+from peagent.files import wim
+from peagent.files.stack import load_stack
+from peagent.image.job import FilesSource, WimSource, prepare_image
 from peagent.image.sign import trusted_keys
+from peagent.image.thirdparty import StreamSource
+from peagent.inplace.detect import choose, survey
+from peagent.inplace.reimage import reimage
+from peagent.inplace.windows import reimage_windows
 from peagent.inventory import Inventory, collect
-from peagent.plan import make_plan
+from peagent.plan import Plan, make_plan
 from peagent.progress import Progress
 from peagent.status import Reporter
 from peagent.task import Task, parse_task
@@ -91,6 +102,10 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
     for line in plan.render().splitlines():
         log.info("plan: %s", line)
     target = plan.target.disk
+    if isinstance(plan.image, FilesSource | WimSource):
+        _inplace(plan, plan.image, task, options, reporter)
+        reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")
+        return task
 
     job = None
     if plan.image is not None:
@@ -133,3 +148,70 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
             reporter.emit("verify", line)
     reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")
     return task
+
+
+def _inplace(plan: Plan, image: FilesSource | WimSource, task: Task, options: DeployOptions,
+             reporter: Reporter) -> None:
+    """Re-image the OS partition in place: images checked and the OS found before anything is deleted."""
+    assert plan.inplace is not None
+    dps = task.dps or options.dps
+    mount_parent = options.journal_dir / "mnt" if options.journal_dir is not None else None
+    if isinstance(image, WimSource):
+        staged = _stage_wims(image, dps, options, reporter)
+        wim.check_complete(wim.info(staged[0]), image.index, [wim.info(p) for p in staged[1:]])
+        chosen = choose(survey(plan.candidates, mount_parent), plan.inplace, plan.target.disk.path,
+                        task.deployment_id)
+        reporter.emit("inplace", chosen.describe())
+        if chosen.partition.fstype != "ntfs":
+            raise InplaceError(f"{chosen.describe()}: a WIM (Windows) image goes onto an NTFS partition; nothing "
+                               "was changed")
+        meter = Progress(None, lambda snap: reporter.progress("apply", snap))
+        reimage_windows(chosen, plan.inplace, staged[0], image.index, staged[1:], task.deployment_id,
+                        mount_parent=mount_parent, emit=reporter.emit, progress=wim.feed(meter))
+        meter.finish()
+        return
+    stack = load_stack([s.manifest for s in image.all], dps, trusted_keys(given=options.keys),
+                       [s.pin for s in image.all], need_base=True)
+    total = sum(i.manifest.size for i in stack)
+    reporter.emit("image", f"{' + '.join(i.label for i in stack)}: ready, {total} bytes of file images")
+    chosen = choose(survey(plan.candidates, mount_parent), plan.inplace, plan.target.disk.path,
+                    task.deployment_id)
+    reporter.emit("inplace", chosen.describe())
+    progress = Progress(total, lambda snap: reporter.progress("apply", snap))
+    report = reimage(chosen, plan.inplace, stack, task.deployment_id, mount_parent=mount_parent,
+                     allow_devices=image.allow_devices, emit=reporter.emit, progress=progress.add)
+    progress.finish()
+    for applied in report.applied:
+        r = applied.report
+        reporter.emit("verify", f"{applied.label}: {r.files} files, {r.dirs} directories, {r.symlinks} symlinks, "
+                      f"{r.bytes} bytes applied ({r.kept} left to kept data), {applied.fetched} bytes fetched, "
+                      "every frame verified")
+
+
+def _stage_wims(image: WimSource, dps: tuple[str, ...], options: DeployOptions, reporter: Reporter) -> list[Path]:
+    """The WIM and its refs fetched into the PE (resumable, every byte checked against its sha256)."""
+    where = (options.journal_dir or Path(tempfile.gettempdir())) / "wim"
+    where.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for item in image.all:
+        path = where / f"{item.sha256[:16]}-{Path(urlsplit(item.url).path).name}"
+        if not path.exists() or path.stat().st_size == 0 or _sha256_of(path) != item.sha256:
+            job = prepare_image(StreamSource(url=item.url, sha256=item.sha256, size=None, compression="none",
+                                             checksum_url=None, bmap=None), dps)
+            reporter.emit("image", f"{item.url} -> {path}")
+            meter = Progress(job.size, lambda snap: reporter.progress("fetch", snap))
+            try:
+                for line in job.write(str(path), target_zeroed=False, progress=meter.add,
+                                      on_retry=lambda m: reporter.emit("retry", m)):
+                    reporter.emit("verify", line)
+            except BaseException:
+                path.unlink(missing_ok=True)  # never a half or wrong WIM left for a rerun to trust
+                raise
+            meter.finish()
+        staged.append(path)
+    return staged
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -71,6 +71,24 @@ class TargetError(PeagentError):
     exit_status = 3
 
 
+class InplaceError(TargetError):
+    """An in-place re-image is refused before anything is deleted: no OS found, several, or an unknown one."""
+
+    code = "inplace.refused"
+
+
+class UnknownOSError(InplaceError):
+    """The partition holds no operating system peagent recognises (refused unless the task forces it)."""
+
+    code = "inplace.unknown_os"
+
+
+class NoSpaceError(InplaceError):
+    """The new OS would not fit beside the data that stays; found before anything is deleted."""
+
+    code = "inplace.no_space"
+
+
 class FetchError(PeagentError):
     """A task, image or other file could not be fetched from any distribution point."""
 

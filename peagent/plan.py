@@ -6,7 +6,9 @@ the target disk (peagent.target), checks that it supports the erase asked for
 the image fits, resolves where the image comes from, and decides whether data would be
 destroyed: a whole-disk image or a fresh partition table destroys everything on the disk, a
 layout that keeps partitions only what it deletes. Destroying data needs the task's
-``target.allow_overwrite``. It touches no device and no network, so ``peagent plan`` can show
+``target.allow_overwrite``. An in-place re-image (``target.inplace``) instead names the
+partitions that may hold the OS to replace: which one does is found by looking into them, the
+first thing the deploy does (peagent.inplace). It touches no device and no network, so ``peagent plan`` can show
 it, tests can assert it, and a deploy refuses before its first write when any of it fails.
 """
 
@@ -17,11 +19,14 @@ from typing import Any
 
 from peagent.disk.erase import EraseSpec, check_erase
 from peagent.disk.layout import LayoutPlan, plan_layout
-from peagent.errors import ImageError, TargetError, TaskError, WrongMachineError
+from peagent.errors import ImageError, InplaceError, TargetError, TaskError, WrongMachineError
 from peagent.fetch import candidate_urls
-from peagent.image.job import ImageSource, ManifestSource
+from peagent.image.job import FilesSource, ImageSource, ManifestSource, WimSource
 from peagent.image.thirdparty import StreamSource
-from peagent.inventory import Inventory
+from peagent.inplace.detect import OS_FILESYSTEMS
+from peagent.inplace.policy import LINUX_KEEP, WINDOWS_DELETE
+from peagent.inplace.spec import InplaceSpec
+from peagent.inventory import Disk, Inventory, Partition
 from peagent.target import Selection, select_target
 from peagent.task import MachineMatch, Task
 
@@ -33,10 +38,12 @@ class Plan:
     erase: EraseSpec | None
     erase_steps: tuple[str, ...]  # what the erase does and verifies, from check_erase
     layout: LayoutPlan | None
-    image: ImageSource | None
+    image: ImageSource | FilesSource | WimSource | None
     image_urls: tuple[str, ...]
     destroys: tuple[str, ...]  # the data this deploy overwrites, as found on the disk
     after: str
+    inplace: InplaceSpec | None = None
+    candidates: tuple[Partition, ...] = ()  # in place: the partitions to look into for the OS
 
     def steps(self) -> list[str]:
         disk = self.target.disk
@@ -45,7 +52,9 @@ class Plan:
             steps += [f"erase {disk.path} ({self.erase.mode}): {line}" for line in self.erase_steps]
         if self.layout is not None:
             steps += [f"partition {disk.path}: {line}" for line in self.layout.render()]
-        if isinstance(self.image, ManifestSource):
+        if isinstance(self.image, FilesSource | WimSource):
+            steps += self._inplace_steps(self.image)
+        elif isinstance(self.image, ManifestSource):
             trust = f"its pinned sha256 {self.image.pin}" if self.image.pin else "a trusted key's signature"
             steps += [f"load the peagent image {self.image.manifest}, trusted by {trust}; refuse it larger than "
                       f"{disk.path}",
@@ -60,6 +69,37 @@ class Plan:
                       f"verify {' and '.join(p for p in proofs if p)} over every byte written"]
         steps.append({"reboot": "reboot", "poweroff": "power off", "none": "stay up"}[self.after])
         return steps
+
+    def _inplace_steps(self, image: FilesSource | WimSource) -> list[str]:
+        assert self.inplace is not None
+        disk = self.target.disk
+        parts = ", ".join(f"{p.number} ({p.fstype})" for p in self.candidates)
+        pick = ("that it holds Linux or Windows" + (" (or force it)" if self.inplace.force else "")
+                if self.inplace.partition else "that exactly one holds an OS (Linux or Windows)")
+        keeps = ", ".join((*LINUX_KEEP, *self.inplace.keep))
+        if isinstance(image, WimSource):
+            wims = " + ".join(w.url for w in image.all)
+            return [
+                f"fetch {wims} into the PE's memory, every byte verified against its sha256; check that image "
+                f"{image.index} and every part and base it needs are there; refuse before anything is deleted",
+                f"look into partition {parts} of {disk.path}, mounted read-only; refuse unless {pick}",
+                "check that free space plus what the deletion frees holds the new OS with headroom; else refuse",
+                f"mark the partition (a rerun resumes), then delete the old Windows ({', '.join(WINDOWS_DELETE[:4])}, "
+                "...: docs/inplace.md) and move what stays (Users, ...) aside into peagent.kept",
+                f"apply image {image.index} of {image.wim.url} with wimlib in NTFS mode (all Windows metadata kept)",
+                "move the kept data back beside the new OS's (the new OS's own entries win)",
+            ]
+        stack = " + ".join(s.manifest for s in image.all)
+        return [
+            f"look into partition {parts} of {disk.path}, mounted read-only; refuse unless {pick}",
+            f"load the file images {stack} (each a file image trusted by its pin or a signature; layers over the "
+            "base's tree); refuse before anything is deleted",
+            "check that free space plus what the deletion frees holds the new OS with headroom; else refuse",
+            "mark the partition (a rerun resumes), then delete the old OS: Linux everything but "
+            f"{keeps}; Windows {', '.join(WINDOWS_DELETE[:4])}, ... (docs/inplace.md)",
+            f"apply {stack} into it, frame by frame verified, kept paths untouched",
+            "rewrite etc/fstab for this partition, carrying the old OS's swap and mounts of kept data",
+        ]
 
     def render(self) -> str:
         disk = self.target.disk
@@ -78,6 +118,9 @@ class Plan:
         image = None
         if self.image is not None:
             image = {**asdict(self.image), "sources": list(self.image_urls)}
+        inplace = None
+        if self.inplace is not None:
+            inplace = {**asdict(self.inplace), "candidates": [p.number for p in self.candidates]}
         return {
             "deployment_id": self.deployment_id,
             "target": {
@@ -92,6 +135,7 @@ class Plan:
                                                       "samples": self.erase.samples},
             "partitions": None if self.layout is None else self.layout.to_dict(),
             "image": image,
+            "inplace": inplace,
             "steps": self.steps(),
             "after": self.after,
         }
@@ -113,19 +157,54 @@ def make_plan(task: Task, inventory: Inventory, boot_dps: tuple[str, ...] = ()) 
         if isinstance(task.image, StreamSource) and task.image.size is not None and task.image.size > disk.size:
             raise ImageError(f"the image ({task.image.size} bytes) is larger than the target "
                              f"{disk.path} ({disk.size} bytes)")
-        field, ref = (("image.manifest", task.image.manifest) if isinstance(task.image, ManifestSource)
-                      else ("image.url", task.image.url))
-        urls = candidate_urls(ref, task.dps or boot_dps)
-        if not urls:
-            raise TaskError(field, "an absolute URL, or DPs (the task's dps or the PE's peagent.dp)",
-                            f"the relative path {ref!r} and no DPs")
-    destroys = tuple(_destroyed(disk.data_found(), layout, task.target.erase is not None))
+        if isinstance(task.image, FilesSource):
+            refs = [(f"image.layers[{i - 1}].manifest" if i else "image.manifest", s.manifest)
+                    for i, s in enumerate(task.image.all)]
+        elif isinstance(task.image, WimSource):
+            refs = [(f"image.refs[{i - 1}].wim" if i else "image.wim", w.url) for i, w in enumerate(task.image.all)]
+        elif isinstance(task.image, ManifestSource):
+            refs = [("image.manifest", task.image.manifest)]
+        else:
+            refs = [("image.url", task.image.url)]
+        for field, ref in refs:
+            found = candidate_urls(ref, task.dps or boot_dps)
+            if not found:
+                raise TaskError(field, "an absolute URL, or DPs (the task's dps or the PE's peagent.dp)",
+                                f"the relative path {ref!r} and no DPs")
+            urls += found[:1] if len(refs) > 1 else found
+    candidates: tuple[Partition, ...] = ()
+    if task.target.inplace is not None:
+        candidates = inplace_candidates(task.target.inplace, disk)
+        destroys: tuple[str, ...] = ()  # the OS goes, by design; what stays is the policy's (peagent.inplace)
+    else:
+        destroys = tuple(_destroyed(disk.data_found(), layout, task.target.erase is not None))
     if destroys and not task.target.allow_overwrite:
         raise TargetError(f"{disk.summary()} holds data this deploy would destroy ({', '.join(destroys)}); "
                           "set target.allow_overwrite to true to overwrite it")
     return Plan(deployment_id=task.deployment_id, target=selection, erase=task.target.erase,
                 erase_steps=tuple(erase_steps), layout=layout, image=task.image, image_urls=tuple(urls),
-                destroys=destroys, after=task.after)
+                destroys=destroys, after=task.after, inplace=task.target.inplace, candidates=candidates)
+
+
+def inplace_candidates(spec: InplaceSpec, disk: Disk) -> tuple[Partition, ...]:
+    """The partitions of ``disk`` an in-place re-image looks into: the one named, else every one whose
+    filesystem an OS lives on."""
+    found = ", ".join(f"{p.number} ({p.fstype or 'no filesystem'})" for p in disk.partitions) or "none"
+    if spec.partition is not None:
+        named = tuple(p for p in disk.partitions if spec.partition.matches(p))
+        if not named:
+            raise TaskError("target.inplace.partition", f"a partition of {disk.path} (partitions: {found})",
+                            f"{spec.partition.key} {spec.partition.value!r}, which it does not have")
+        if named[0].fstype not in OS_FILESYSTEMS:
+            held = named[0].fstype or "no filesystem"
+            raise InplaceError(f"partition {named[0].number} of {disk.path} holds {held}: an OS to re-image in "
+                               f"place lives on {', '.join(OS_FILESYSTEMS)}")
+        return named[:1]
+    candidates = tuple(p for p in disk.partitions if p.fstype in OS_FILESYSTEMS)
+    if not candidates:
+        raise InplaceError(f"{disk.path} has no partition an OS could live on ({', '.join(OS_FILESYSTEMS)}); "
+                           f"partitions: {found}. Nothing to re-image in place")
+    return candidates
 
 
 def _destroyed(found: list[str], layout: LayoutPlan | None, erase: bool) -> list[str]:

@@ -10,11 +10,18 @@ A task is a small, versioned JSON document, usually served by a distribution poi
       "target": {"hints": {"serial": "S3Z9NB0K"},   # optional: which disk (see peagent.hints)
                  "allow_overwrite": false,           # destroying data found on it is refused unless true
                  "erase": "zero",                    # optional: metadata|discard|zero|secure first
-                 "partitions": {...}},               # optional: a layout (peagent.disk.layout)
+                 "partitions": {...},                # optional: a layout (peagent.disk.layout)
+                 "inplace": {...}},                  # optional: re-image the OS partition in place
       "image": {"manifest": "images/ws/manifest.json",  # a peagent image (docs/image-format.md),
-                "manifest_sha256": "<64 hex digits>"},  # pinned (optional: else it must be signed)
+                "manifest_sha256": "<64 hex digits>",   # pinned (optional: else it must be signed)
+                "layers": [{"manifest": ...}, ...]},    # with inplace: file image layers over the base
       "after": "reboot"                              # "reboot", "poweroff" or "none"
     }
+
+With ``target.inplace`` (peagent.inplace.spec) the image is a file image (kind files) and its
+layers, applied into the partition that held the old OS once the old OS is deleted, the user's
+data kept; or, for Windows, a WIM: ``"image": {"wim": "images/w11/install.wim", "sha256": ...,
+"index": 1, "refs": [{"wim": ..., "sha256": ...}]}`` (docs/inplace.md).
 
 A third-party image file is named instead by ``"image": {"url": "images/ws.img.zst", "sha256": ...}``
 (relative to a DP or absolute; its sha256, or a ``checksum_url`` listing it, or a ``bmap`` with range
@@ -41,8 +48,9 @@ from peagent.disk.layout import LayoutSpec, parse_layout
 from peagent.errors import TaskError, describe
 from peagent.hints import Hints, parse_hints
 from peagent.image.compression import suffix_hint
-from peagent.image.job import ImageSource, ManifestSource
+from peagent.image.job import FilesSource, ImageSource, ManifestSource, WimFile, WimSource
 from peagent.image.thirdparty import StreamSource
+from peagent.inplace.spec import InplaceSpec, parse_inplace
 from peagent.schema import Fields
 
 TASK_VERSION = 1
@@ -72,6 +80,7 @@ class TargetSpec:
     allow_overwrite: bool = False
     erase: EraseSpec | None = None  # erase the disk first (peagent.disk.erase)
     partitions: LayoutSpec | None = None  # a layout to create (peagent.disk.layout)
+    inplace: InplaceSpec | None = None  # re-image the OS partition in place (peagent.inplace)
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class Task:
     machine: MachineMatch
     dps: tuple[str, ...]
     target: TargetSpec
-    image: ImageSource | None  # None: the task only prepares the disk (erase, partitions)
+    image: ImageSource | FilesSource | WimSource | None  # None: the task only prepares the disk
     after: str
 
 
@@ -102,13 +111,14 @@ def parse_task(text: str | bytes) -> Task:
     elif not _DEPLOYMENT_ID.fullmatch(deployment_id):
         raise TaskError("id", "1-128 letters, digits and ._:- starting with a letter or digit",
                         describe(deployment_id))
+    target = _target(top.get("target", dict, "an object with hints and allow_overwrite", {}))
     task = Task(
         version=version,
         deployment_id=deployment_id,
         machine=_machine(top.get("machine", dict, "an object with mac, uuid or serial", {})),
         dps=_dps(top.get("dps", list, "a list of http(s) URLs", []), "dps"),
-        target=_target(top.get("target", dict, "an object with hints and allow_overwrite", {})),
-        image=_image(top.get("image", dict, "an object with url and sha256", None)),
+        target=target,
+        image=_image(top.get("image", dict, "an object with url and sha256", None), files=target.inplace is not None),
         after=top.get("after", str, f"one of {', '.join(AFTER_ACTIONS)}", "reboot"),
     )
     if task.after not in AFTER_ACTIONS:
@@ -128,6 +138,13 @@ def check_sha256(value: str, field: str) -> str:
 def _check_work(task: Task) -> None:
     """A task must do something, and its parts must not contradict each other."""
     target = task.target
+    if target.inplace is not None:
+        if task.image is None:
+            raise TaskError("image", "the file image to lay down in place (with target.inplace)", "nothing")
+        for name in ("partitions", "erase"):
+            if getattr(target, name) is not None:
+                raise TaskError(f"target.{name}", f"no {name} with target.inplace (an in-place re-image keeps the "
+                                "disk's partitions and their data)", f"target.{name}")
     if task.image is None and target.partitions is None and target.erase is None:
         raise TaskError("image", "an image to deploy, or target.erase or target.partitions to prepare the "
                         "disk", "none of them")
@@ -175,15 +192,19 @@ def _target(obj: object) -> TargetSpec:
     allow = f.get("allow_overwrite", bool, "true or false", False)
     erase = f.get("erase", (str, dict), "an erase mode or an object with mode, method, samples", None)
     layout = f.get("partitions", dict, "a partition layout (table, keep, create)", None)
+    inplace = f.get("inplace", dict, "an object with partition, keep and force", None)
     f.done()
     return TargetSpec(hints=hints, allow_overwrite=allow,
                       erase=None if erase is None else parse_erase(erase, "target.erase"),
-                      partitions=None if layout is None else parse_layout(layout, "target.partitions"))
+                      partitions=None if layout is None else parse_layout(layout, "target.partitions"),
+                      inplace=None if inplace is None else parse_inplace(inplace, "target.inplace"))
 
 
-def _image(obj: object) -> ImageSource | None:
+def _image(obj: object, *, files: bool) -> ImageSource | FilesSource | WimSource | None:
     if obj is None:
         return None
+    if files:
+        return _files_image(obj)
     if isinstance(obj, dict) and "manifest" in obj:
         return _manifest_image(obj)
     f = Fields(obj, "image")
@@ -221,12 +242,62 @@ def _image(obj: object) -> ImageSource | None:
 
 def _manifest_image(obj: dict) -> ManifestSource:
     f = Fields(obj, "image")
-    manifest = _ref(f.get("manifest", str, "the manifest's URL or DP path"), "image.manifest")
+    if "layers" in obj:
+        raise TaskError("image.layers", "no layers here: layers are applied into a filesystem, with "
+                        "target.inplace", "image.layers with a whole-disk image")
+    source = _manifest_fields(f, "image")
+    f.done()
+    return source
+
+
+def _files_image(obj: object) -> FilesSource | WimSource:
+    if isinstance(obj, dict) and "wim" in obj:
+        return _wim_image(obj)
+    f = Fields(obj, "image")
+    if "url" in f.obj and "manifest" not in f.obj:
+        raise TaskError("image.manifest", "a peagent file image's manifest (target.inplace lays down file images, "
+                        "not image files)", "image.url")
+    base = _manifest_fields(f, "image")
+    layers = f.get("layers", list, 'a list of layer images, each {"manifest": ..., "manifest_sha256": ...}', [])
+    devices = f.get("allow_devices", bool, "true or false (whether the images may carry device nodes)", False)
+    f.done()
+    stack = []
+    for i, item in enumerate(layers):
+        lf = Fields(item, f"image.layers[{i}]")
+        stack.append(_manifest_fields(lf, f"image.layers[{i}]"))
+        lf.done()
+    return FilesSource(base=base, layers=tuple(stack), allow_devices=devices)
+
+
+def _wim_image(obj: dict) -> WimSource:
+    f = Fields(obj, "image")
+    wim = _wim_file(f, "image")
+    index = f.get("index", int, "the image's index in the WIM, 1 or more (wiminfo lists them)", 1)
+    if index < 1:
+        raise TaskError("image.index", "the image's index in the WIM, 1 or more", describe(index))
+    refs = f.get("refs", list, 'the split parts or delta bases, each {"wim": ..., "sha256": ...}', [])
+    f.done()
+    parsed = []
+    for i, item in enumerate(refs):
+        rf = Fields(item, f"image.refs[{i}]")
+        parsed.append(_wim_file(rf, f"image.refs[{i}]"))
+        rf.done()
+    return WimSource(wim=wim, index=index, refs=tuple(parsed))
+
+
+def _wim_file(f: Fields, field: str) -> WimFile:
+    url = _ref(f.get("wim", str, "the WIM's URL or its path on the DPs"), f"{field}.wim")
+    assert url is not None
+    sha256 = f.get("sha256", str, "the WIM's sha256, 64 hex digits (every byte is verified)")
+    return WimFile(url=url, sha256=check_sha256(sha256, f"{field}.sha256"))
+
+
+def _manifest_fields(f: Fields, field: str) -> ManifestSource:
+    manifest = _ref(f.get("manifest", str, "the manifest's URL or DP path"), f"{field}.manifest")
     assert manifest is not None
     pin = f.get("manifest_sha256", str, "the manifest's sha256, 64 hex digits", None)
     if pin is not None and not _SHA256.fullmatch(pin):
-        raise TaskError("image.manifest_sha256", "64 hex digits (the sha256 of manifest.json)", describe(pin))
-    f.done()
+        raise TaskError(f"{field}.manifest_sha256", "64 hex digits (the sha256 of manifest.json)", describe(pin))
     return ManifestSource(manifest=manifest, pin=pin.lower() if pin else None)
 
 

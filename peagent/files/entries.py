@@ -12,6 +12,8 @@ Three things decide whether an extracted tree is the tree that was archived:
   extended attributes; setting the mtime comes last, since the others change the ctime only but
   writing data would move the mtime. Inherited ACLs are dropped where the archive has none: a
   file made in a directory with a default ACL receives one, which the archived file did not have.
+  A call that would set what the file was made with already is left out (:func:`made_mode`):
+  on a tree of small files each system call counts.
 * **Holes** (:func:`write_sparse`). A sparse member's data is written at its offsets, skipping
   aligned all-zero 4 KiB blocks, so that what was a hole stays a hole. Only sparse members:
   a file archived without holes may need to have none (a swap file must be fully allocated).
@@ -63,15 +65,42 @@ def install(target: Confined, fd: int, parts: tuple[bytes, ...], temp: bytes | N
     return there is not None
 
 
-def own(fd: int, meta: Meta, *, inherited: bool) -> None:
+def umask() -> int | None:
+    """The process's umask, read without changing it (os.umask can only set it, and it is shared
+    by every thread); None when the kernel does not say (before Linux 4.7)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
+
+
+def made_mode(mode: int, mask: int | None, inherited: bool) -> int | None:
+    """The mode to make a new file with so that it has ``mode`` at once, and needs no chmod; None
+    when it cannot: set-id and sticky bits must follow chown (which clears them), the umask would
+    take bits away, a default ACL in the directory decides the mode instead."""
+    if mask is None or inherited or mode & ~0o777 or mode & mask:
+        return None
+    return mode
+
+
+def own(fd: int, meta: Meta, *, inherited: bool, owner: tuple[int, int] | None = None,
+        mode: int | None = None) -> None:
     """Owner, mode, xattrs and times of an open file or directory; ``inherited``: it may hold ACLs
-    from its parent's default ACL, to be dropped where ``meta`` has none."""
-    os.fchown(fd, meta.uid, meta.gid)
+    from its parent's default ACL, to be dropped where ``meta`` has none. ``owner`` and ``mode``:
+    what the file is known to have already (it was just made so), when known; what matches
+    ``meta`` is not set again."""
+    if owner != (meta.uid, meta.gid):
+        os.fchown(fd, meta.uid, meta.gid)
     if inherited:
         for name in (acl.ACCESS, acl.DEFAULT):
             if name not in meta.names:
                 _drop_xattr(fd, name)
-    os.fchmod(fd, meta.mode)
+    if mode != meta.mode:
+        os.fchmod(fd, meta.mode)
     for name, value in meta.xattrs:
         os.setxattr(fd, name, value)
     os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
@@ -115,7 +144,7 @@ def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> N
             offset += written
 
 
-def write_sparse(fd: int, data: bytes, offset: int) -> None:
+def write_sparse(fd: int, data: bytes | memoryview, offset: int) -> None:
     """Writes ``data`` at ``offset`` of a new file, leaving each aligned all-zero 4 KiB block a hole."""
     start = i = 0  # data[start:i] is still to be written
     while i < len(data):

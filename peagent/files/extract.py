@@ -34,6 +34,13 @@ new metadata; a change of type removes the old entry first, a directory with all
 only on what lies below the layer: entries of the same layer stay, whatever their order in the
 stream (which is why a layer's paths are remembered while it is applied). In a base image
 (``layer=False``) a whiteout is refused.
+
+**Kept paths** (``keep``, in-place imaging: ``home``, ``srv``, ...) hold the user's data, which
+the image must not touch: an entry at or under a kept path that the target already holds is
+skipped (the user's file wins, and its directory keeps its owner and mode); a whiteout spares
+kept paths and everything on the way to them; an entry that would replace a directory on the way
+to a kept path with something else is skipped with a warning. A kept path the target lacks is
+filled from the image like any other.
 """
 
 from __future__ import annotations
@@ -42,23 +49,22 @@ import contextlib
 import logging
 import os
 import stat
-import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from peagent.errors import DeviceError, ImageError, UnsafeArchiveError
 from peagent.files import whiteouts
 from peagent.files.confined import Blocked, Confined, lstat
-from peagent.files.entries import install, make, own, own_at, write_all, write_sparse
+from peagent.files.entries import install, made_mode, make, own, own_at, umask, write_all, write_sparse
 from peagent.files.metadata import Meta, MetaError, metadata
-from peagent.files.tarstream import StreamFailed, TarStream
+from peagent.files.tarheader import Member
+from peagent.files.tarstream import DamagedStream, StreamFailed, TarStream
 from peagent.image.readers import Readable
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # file data is read and written in pieces of this size
 NAME_MAX = 255  # bytes in one path component (Linux)
 CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -79,13 +85,18 @@ class ApplyReport:
     hardlinks: int = 0
     devices: int = 0  # device nodes and FIFOs
     removed: int = 0  # entries deleted by whiteouts or replaced (a directory with its contents counts once)
+    kept: int = 0  # entries of the image not applied because they fall in kept data (``keep``)
     bytes: int = 0  # file data written (the data of sparse members, not their holes)
     seconds: float = 0.0
 
 
 def apply_tar(stream: Readable, root: Path, *, allow_devices: bool = False, layer: bool = False,
-              limits: Limits = Limits(), progress: Callable[[int], None] = lambda n: None) -> ApplyReport:
+              limits: Limits = Limits(), keep: Collection[str] = (),
+              progress: Callable[[int], None] = lambda n: None) -> ApplyReport:
     """Applies the tar stream ``stream`` (anything with ``read(n)``; never seeked) into ``root``.
+
+    ``keep`` names paths relative to ``root`` (``"home"``, ``"var/lib/data"``) whose content
+    stays as it is: see the module's docstring.
 
     ``progress`` is called with each piece of file data written, in bytes. Raises
     UnsafeArchiveError when the archive asks for something unsafe, ImageError (or VerifyError,
@@ -100,6 +111,7 @@ def apply_tar(stream: Readable, root: Path, *, allow_devices: bool = False, laye
     except OSError as exc:
         raise DeviceError(f"the target directory {root} cannot be opened: {exc.strerror}") from None
     applier = _Applier(target, root, allow_devices, layer, limits, progress, report)
+    applier.protect(keep)
     try:
         with TarStream(stream, max_header=limits.max_pax_header) as tar:
             for member in tar:
@@ -123,29 +135,80 @@ class _Applier:
         self.data = 0  # bytes of file data met in the stream, for max_bytes
         self.dirs: dict[tuple[bytes, ...], tuple[Meta, bool]] = {}  # metadata, and whether made here
         self.touched: set[tuple[bytes, ...]] = set()  # a layer's own paths, which its whiteouts spare
+        self.kept: frozenset[tuple[bytes, ...]] = frozenset()  # kept paths, which whiteouts spare
+        self.held: frozenset[tuple[bytes, ...]] = frozenset()  # the kept paths the target holds: never touched
         self.member = ""
+        self.short = min(NAME_MAX, limits.max_name)  # a name this long has no component over NAME_MAX
+        # What a new file is made with, so that own() need not set it again: the mode (the
+        # umask's part in it), and the owner when the directory's owner is the process's (a new
+        # file's group is the directory's when it is set-group-ID, or the filesystem says so).
+        self.umask = umask()
+        self.ids = (os.geteuid(), os.getegid())
+        self.owner_dir: tuple[bytes, ...] | None = None  # the directory whose owner was last looked at
+        self.owner_known = False  # whether its files are made with owner self.ids
+
+    def protect(self, keep: Collection[str]) -> None:
+        """Remembers the kept paths, and which of them the target holds before anything is applied."""
+        kept = set()
+        for path in keep:
+            parts = self.split(path, "kept path")
+            if not parts:
+                raise ImageError("a kept path names the target directory itself; keep the data's directories "
+                                 "(home, srv, ...) instead")
+            kept.add(parts)
+        held = set()
+        for parts in kept:
+            try:
+                fd = self.target.open_dir(parts[:-1])
+            except Blocked:
+                continue  # a symlink on the way: nothing under it is the user's data in this tree
+            if fd is not None:
+                try:
+                    if lstat(fd, parts[-1]) is not None:
+                        held.add(parts)
+                finally:
+                    os.close(fd)
+        self.kept, self.held = frozenset(kept), frozenset(held)
+
+    def spared(self, parts: tuple[bytes, ...], member: Member) -> bool:
+        """Whether the entry is left out because it falls in kept data (counted, and logged when odd)."""
+        if any(parts[:len(k)] == k for k in self.held):
+            self.report.kept += 1
+            return True
+        linked = member.islnk() and any(self.split(member.linkname, "hard link target")[:len(k)] == k
+                                        for k in self.held)
+        replaces = not member.isdir() and any(k[:len(parts)] == parts for k in self.held)
+        if linked or replaces:
+            why = "is a hard link into" if linked else "would replace a directory holding"
+            log.warning("tar entry %r %s kept data; left out", self.member, why)
+            self.report.kept += 1
+            return True
+        return False
 
     def refuse(self, problem: str) -> UnsafeArchiveError:
         inside = ", but the entries before it were applied inside it" if self.entries > 1 else ""
         return UnsafeArchiveError(f"tar entry {self.member!r}: {problem}; refused: nothing was written outside "
                                   f"{self.root}{inside}")
 
-    def apply(self, tar: TarStream, member: tarfile.TarInfo) -> None:
+    def apply(self, tar: TarStream, member: Member) -> None:
         self.member = member.name
         self.entries += 1
         if self.entries > self.limits.max_entries:
             raise self.refuse(f"the archive has more than max_entries ({self.limits.max_entries}) entries")
         parts = self.split(member.name, "name")
+        whiteout = bool(parts) and whiteouts.is_whiteout(parts[-1])
+        if self.held and parts and not whiteout and self.spared(parts, member):
+            return
         try:
-            if parts and whiteouts.is_whiteout(parts[-1]):
+            if whiteout:
                 self.whiteout(member, parts)
                 return
             if not parts and not member.isdir():
                 raise self.refuse("it names the target directory itself, which only a directory entry may")
-            if member.isdir():
-                self.directory(member, parts)
-            elif member.isreg():
+            if member.isreg():  # the most frequent first
                 self.file(tar, member, parts)
+            elif member.isdir():
+                self.directory(member, parts)
             elif member.issym():
                 self.symlink(member, parts)
             elif member.islnk():
@@ -160,16 +223,22 @@ class _Applier:
                               "nothing is written through one") from None
         except MetaError as exc:
             raise self.refuse(str(exc)) from None
-        except tarfile.TarError as exc:
+        except DamagedStream as exc:
             raise ImageError(f"tar entry {self.member!r}: the stream is damaged or cut short: {exc}") from None
         except OSError as exc:
             raise DeviceError(f"applying tar entry {self.member!r} into {self.root} failed: {exc}") from None
+        if not member.isreg():
+            self.owner_dir = None  # a directory may have been made, replaced or removed: look again
         if self.layer:
             self.touched.update(parts[:i] for i in range(1, len(parts) + 1))
 
     def split(self, name: str, what: str) -> tuple[bytes, ...]:
         """The components of an entry's name (or a hard link's target), refused unless plainly relative."""
         raw = name.encode("utf-8", "surrogateescape")
+        parts = (raw[2:] if raw.startswith(b"./") else raw).split(b"/")  # GNU tar starts every name with ./
+        if (len(raw) <= self.short and b"" not in parts and b"." not in parts and b".." not in parts
+                and b"\0" not in raw):  # the usual name: none of the checks below can fail
+            return tuple(parts)
         if not raw:
             raise self.refuse(f"its {what} is empty")
         if b"\0" in raw:
@@ -198,33 +267,41 @@ class _Applier:
                               "too small for this image; stopped before writing it")
         self.data += size
 
-    def directory(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+    def directory(self, member: Member, parts: tuple[bytes, ...]) -> None:
         meta = metadata(member)
         made = False
         if parts:
             fd, leaf = self.place(parts)
-            st = lstat(fd, leaf)
-            if st is not None and not stat.S_ISDIR(st.st_mode):
-                self.report.removed += self.target.remove(fd, parts[:-1], leaf)
-                st = None
-            if st is None:
-                os.mkdir(leaf, 0o700, dir_fd=fd)  # the final pass sets its mode; until then only we write here
+            try:  # the final pass sets its mode; until then only we write here
+                os.mkdir(leaf, 0o700, dir_fd=fd)
                 made = True
+            except FileExistsError:
+                st = lstat(fd, leaf)
+                if st is not None and not stat.S_ISDIR(st.st_mode):  # replaced (a symlink is removed, never followed)
+                    self.report.removed += self.target.remove(fd, parts[:-1], leaf)
+                    os.mkdir(leaf, 0o700, dir_fd=fd)
+                    made = True
         self.dirs[parts] = (meta, made or self.dirs.get(parts, (meta, False))[1])
         self.report.dirs += 1
 
-    def file(self, tar: TarStream, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+    def file(self, tar: TarStream, member: Member, parts: tuple[bytes, ...]) -> None:
         extents = self.extents(member)
-        stored = sum(length for _, length in extents)
+        stored = member.size if member.sparse is None else sum(length for _, length in extents)
         self.count(stored)
         meta = metadata(member)
         fd, leaf = self.place(parts)
-        out, temp = make(self.target, fd, leaf, lambda name: os.open(name, CREATE, 0o600, dir_fd=fd))
+        inherited = self.target.parent_has_default_acl()
+        mode = made_mode(meta.mode, self.umask, inherited)
+        owner = self.ids if self.owned_by_process(fd, parts[:-1]) else None
+        out, temp = make(self.target, fd, leaf,
+                         lambda name: os.open(name, CREATE, 0o600 if mode is None else mode, dir_fd=fd))
         try:
-            self.write(out, tar.data(member, stored), extents, sparse=member.sparse is not None)
-            if member.sparse is not None:
+            if member.sparse is None:
+                self.write(out, tar.data(stored))
+            else:
+                self.write_sparse(out, tar.data(stored), extents)
                 os.ftruncate(out, member.size)  # a hole at the end is in no extent
-            own(out, meta, inherited=self.target.parent_has_default_acl())
+            own(out, meta, inherited=inherited, owner=owner, mode=mode)
         except BaseException:
             os.close(out)
             if temp is not None:
@@ -232,10 +309,21 @@ class _Applier:
                     os.unlink(temp, dir_fd=fd)
             raise
         os.close(out)
-        self.report.removed += install(self.target, fd, parts, temp)
+        replaced = temp is not None and install(self.target, fd, parts, temp)
+        if replaced:
+            self.owner_dir = None  # what was replaced may have been a directory
+        self.report.removed += replaced
         self.report.files += 1
 
-    def extents(self, member: tarfile.TarInfo) -> list[tuple[int, int]]:
+    def owned_by_process(self, fd: int, where: tuple[bytes, ...]) -> bool:
+        """Whether a file made now in the directory ``fd`` (which is ``where``) is owned by the
+        process's user and group: when the directory is, whichever rule gives the file its group."""
+        if where != self.owner_dir:
+            st = os.fstat(fd)
+            self.owner_dir, self.owner_known = where, (st.st_uid, st.st_gid) == self.ids
+        return self.owner_known
+
+    def extents(self, member: Member) -> list[tuple[int, int]]:
         """Where the member's stored data goes in the file: (offset, length), in order, not overlapping."""
         if member.size < 0:
             raise self.refuse(f"its size {member.size} is negative")
@@ -250,22 +338,31 @@ class _Applier:
             end = offset + length
         return extents
 
-    def write(self, fd: int, reader: Readable, extents: list[tuple[int, int]], *, sparse: bool) -> None:
-        for offset, length in extents:
-            done = 0
-            while done < length:
-                piece = reader.read(min(CHUNK, length - done))
-                if not piece:
-                    raise ImageError(f"tar entry {self.member!r}: the stream ends inside its data")
-                if sparse:
-                    write_sparse(fd, piece, offset + done)
-                else:
-                    write_all(fd, piece)
-                done += len(piece)
-                self.report.bytes += len(piece)
-                self.progress(len(piece))
+    def write(self, fd: int, pieces: Iterable[memoryview]) -> None:
+        """A file's data, as the stream hands it over (a small file: one piece, one write)."""
+        for piece in pieces:
+            n = len(piece)
+            written = os.write(fd, piece)
+            if written < n:  # a short write: the rest, however many more it takes
+                write_all(fd, piece[written:])
+            self.report.bytes += n
+            self.progress(n)
 
-    def symlink(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+    def write_sparse(self, fd: int, pieces: Iterable[memoryview], extents: list[tuple[int, int]]) -> None:
+        """A sparse file's stored data, each piece cut where the extents say it goes."""
+        places = iter(extents)
+        offset = left = 0
+        for piece in pieces:
+            self.report.bytes += len(piece)
+            self.progress(len(piece))
+            while piece:
+                while not left:
+                    offset, left = next(places)  # the pieces add up to the extents: never past the last
+                n = min(left, len(piece))
+                write_sparse(fd, piece[:n], offset)
+                offset, left, piece = offset + n, left - n, piece[n:]
+
+    def symlink(self, member: Member, parts: tuple[bytes, ...]) -> None:
         target = member.linkname.encode("utf-8", "surrogateescape")
         if not target or b"\0" in target or len(target) > self.limits.max_name:
             raise self.refuse(f"its symlink target ({len(target)} bytes) is empty, holds a NUL or is over "
@@ -277,7 +374,7 @@ class _Applier:
         self.report.removed += install(self.target, fd, parts, temp)
         self.report.symlinks += 1
 
-    def hardlink(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+    def hardlink(self, member: Member, parts: tuple[bytes, ...]) -> None:
         source = self.split(member.linkname, "hard link target")
         if not source:
             raise self.refuse("it is a hard link to the target directory itself")
@@ -298,7 +395,7 @@ class _Applier:
                 os.close(source_fd)
         self.report.hardlinks += 1
 
-    def node(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+    def node(self, member: Member, parts: tuple[bytes, ...]) -> None:
         if not self.allow_devices:
             kind = "a FIFO" if member.isfifo() else "a device node"
             raise self.refuse(f"it is {kind}, and devices are not allowed in this image (allow_devices)")
@@ -314,16 +411,17 @@ class _Applier:
         self.report.removed += install(self.target, fd, parts, temp)
         self.report.devices += 1
 
-    def whiteout(self, member: tarfile.TarInfo, parts: tuple[bytes, ...]) -> None:
+    def whiteout(self, member: Member, parts: tuple[bytes, ...]) -> None:
         if not self.layer:
             raise self.refuse("it is an OCI whiteout, which only a layer may carry (a base image must not)")
+        self.owner_dir = None  # it may remove a directory
         if member.isreg():
             self.count(member.size)  # skipped, not written: still data a bomb could be made of
         try:
             whiteouts.check(parts[-1])
         except ValueError as exc:
             raise self.refuse(str(exc)) from None
-        self.report.removed += whiteouts.apply(self.target, parts[:-1], parts[-1], self.touched)
+        self.report.removed += whiteouts.apply(self.target, parts[:-1], parts[-1], self.touched, self.kept)
 
     def finish(self) -> None:
         """Directory metadata, after all contents (in reverse stream order), skipping those replaced since."""

@@ -4,7 +4,7 @@ The ustar header holds a numeric uid and gid, the mode and an mtime in whole sec
 records add the rest, and these are the ones read here:
 
 * ``mtime`` and ``atime``: decimal seconds, to the nanosecond (``1700000000.123456789``). They
-  are read from the record's text, since tarfile's float loses the last digits.
+  are read from the record's text, exactly (a float would lose the last digits).
 * ``SCHILY.xattr.NAME``: extended attribute NAME with its raw bytes as the value (GNU tar
   ``--xattrs``, star, libarchive). Names in ``user.``, ``trusted.`` and ``security.`` are kept
   (``security.selinux``, ``security.capability``...), and the two POSIX ACL names; other
@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 import re
-import tarfile
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from peagent.files import acl
+from peagent.files.tarheader import Member
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,14 @@ SELINUX = "RHT.security.selinux"
 KEPT_NAMESPACES = ("user.", "trusted.", "security.")
 NO_ID = 0xFFFFFFFF  # chown's "leave it": not an owner an archive may set
 _TIME = re.compile(r"(-?)(\d+)(?:\.(\d*))?")
+_ATTRIBUTES = (XATTR, "SCHILY.acl.", SELINUX)  # the records _xattrs reads
 
 
 class MetaError(ValueError):
     """An entry's metadata is malformed; the message says which field and what it holds."""
 
 
-@dataclass(frozen=True)
-class Meta:
+class Meta(NamedTuple):  # a tuple: made once per entry, and that is the cheapest immutable record
     mode: int  # permission bits with setuid, setgid and sticky
     uid: int
     gid: int
@@ -55,18 +55,27 @@ class Meta:
         return {name for name, _ in self.xattrs}
 
 
-def metadata(member: tarfile.TarInfo) -> Meta:
-    for field, value in (("uid", member.uid), ("gid", member.gid)):
-        if not 0 <= value < NO_ID:
-            raise MetaError(f"its {field} {value} is not a valid owner")
+def metadata(member: Member) -> Meta:
+    uid, gid = member.uid, member.gid
+    if not (0 <= uid < NO_ID and 0 <= gid < NO_ID):
+        field, value = ("uid", uid) if not 0 <= uid < NO_ID else ("gid", gid)
+        raise MetaError(f"its {field} {value} is not a valid owner")
     pax = member.pax_headers
-    mtime = _ns(pax.get("mtime", str(int(member.mtime))), "mtime")
+    if not pax:  # a plain ustar header: whole seconds
+        mtime = _ns(str(member.mtime), "mtime")
+        return Meta(member.mode & 0o7777, uid, gid, mtime, mtime, ())
+    mtime = _ns(pax.get("mtime", str(member.mtime)), "mtime")
     atime = _ns(pax["atime"], "atime") if "atime" in pax else mtime
-    return Meta(member.mode & 0o7777, member.uid, member.gid, atime, mtime, _xattrs(pax))
+    return Meta(member.mode & 0o7777, uid, gid, atime, mtime, _xattrs(pax))
 
 
 def _ns(text: str, field: str) -> int:
     """Nanoseconds from pax's decimal seconds (more than 9 decimals are cut, as GNU tar does)."""
+    whole, _, fraction = text.partition(".")
+    if whole.isdigit() and whole.isascii() and (not fraction or (fraction.isdigit() and fraction.isascii())):
+        ns = int(whole) * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))  # the usual "1700000000.123456789"
+        if ns < 1 << 63:
+            return ns
     match = _TIME.fullmatch(text.strip())
     if match is None:
         raise MetaError(f"its {field} {text!r} is not a decimal number of seconds")
@@ -78,12 +87,17 @@ def _ns(text: str, field: str) -> int:
 
 
 def _xattrs(pax: dict[str, str]) -> tuple[tuple[str, bytes], ...]:
+    for key in pax:  # most entries carry times only: done without building anything
+        if key.startswith(_ATTRIBUTES):
+            break
+    else:
+        return ()
     found: dict[str, bytes] = {}
     for key, value in pax.items():
         if not key.startswith(XATTR):
             continue
         name = key[len(XATTR):]
-        raw = value.encode("utf-8", "surrogateescape")  # tarfile decoded the bytes this way: back, exactly
+        raw = value.encode("utf-8", "surrogateescape")  # the reader decoded the bytes this way: back, exactly
         if name in (acl.ACCESS, acl.DEFAULT):
             try:
                 acl.decode(raw)  # the kernel checks it too; this says which entry and what is wrong

@@ -9,7 +9,9 @@ names instead:
 
 Both act on the layers below only: what the same layer puts at those paths stays, whether its
 entries come before or after the whiteout in the stream. So the extractor remembers the paths a
-layer has written (``touched``, with every parent of each) and spares them.
+layer has written (``touched``, with every parent of each) and spares them. Kept paths (the
+user's data in an in-place re-image: ``kept``) are spared too, with every directory on the way
+to them, whatever the layer says.
 """
 
 from __future__ import annotations
@@ -36,21 +38,32 @@ def check(leaf: bytes) -> None:
         raise ValueError("it is a whiteout of a reserved or malformed name")
 
 
-def apply(target: Confined, where: Path, leaf: bytes, touched: set[Path]) -> int:
+def apply(target: Confined, where: Path, leaf: bytes, touched: set[Path], kept: frozenset[Path] = frozenset()) -> int:
     """Applies the whiteout ``leaf`` in the directory ``where``; the number of entries removed
     (a directory with its contents counts once)."""
+    if _within(where, kept):
+        return 0
     fd = target.parent(where, create=False)
     if fd is None:
         return 0  # nothing there to delete
     if leaf == OPAQUE:
-        return _clear(target, fd, where, touched)
+        return _clear(target, fd, where, touched, kept)
     name = leaf[len(PREFIX):]
-    if (*where, name) in touched:
+    path = (*where, name)
+    if path in touched or _within(path, kept) or _leads_to(path, kept):
         return 0
     return int(target.remove(fd, where, name))
 
 
-def _clear(target: Confined, fd: int, where: Path, touched: set[Path]) -> int:
+def _within(path: Path, kept: frozenset[Path]) -> bool:
+    return any(path[:len(k)] == k for k in kept)
+
+
+def _leads_to(path: Path, kept: frozenset[Path]) -> bool:
+    return any(k[:len(path)] == path for k in kept)
+
+
+def _clear(target: Confined, fd: int, where: Path, touched: set[Path], kept: frozenset[Path]) -> int:
     """Empties the directory ``where`` (open as ``fd``) of all the layer did not put there."""
     removed = 0
     pending: list[tuple[int, Path]] = [(os.dup(fd), where)]
@@ -59,7 +72,9 @@ def _clear(target: Confined, fd: int, where: Path, touched: set[Path]) -> int:
             here, path = pending.pop()
             try:
                 for child in map(os.fsencode, os.listdir(here)):
-                    if (*path, child) not in touched:
+                    if _within((*path, child), kept):
+                        continue
+                    if (*path, child) not in touched and not _leads_to((*path, child), kept):
                         removed += target.remove(here, path, child)
                         continue
                     st = lstat(here, child)

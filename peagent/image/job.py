@@ -39,6 +39,40 @@ class ManifestSource:
 ImageSource = ManifestSource | StreamSource
 
 
+@dataclass(frozen=True)
+class FilesSource:
+    """File images applied into a filesystem: a base (an OS tree), then the layers a task picks, in order."""
+
+    base: ManifestSource
+    layers: tuple[ManifestSource, ...] = ()
+    allow_devices: bool = False  # the images are trusted to carry device nodes and FIFOs
+
+    @property
+    def all(self) -> tuple[ManifestSource, ...]:
+        return (self.base, *self.layers)
+
+
+@dataclass(frozen=True)
+class WimFile:
+    """A WIM file on the DPs (or a URL) and the sha256 every byte of it is verified against."""
+
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class WimSource:
+    """A Windows image: image ``index`` of a WIM, with the split parts or delta bases it needs (peagent.files.wim)."""
+
+    wim: WimFile
+    index: int
+    refs: tuple[WimFile, ...] = ()
+
+    @property
+    def all(self) -> tuple[WimFile, ...]:
+        return (self.wim, *self.refs)
+
+
 class ImageJob(Protocol):
     label: str
     size: int | None  # bytes of the image, when known before writing

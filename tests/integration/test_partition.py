@@ -9,7 +9,6 @@ partitions are kept, their bytes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -22,39 +21,9 @@ from peagent.disk.layout import ROLES, LayoutPlan, MiB, parse_layout, plan_layou
 from peagent.disk.partition import apply_layout, partition_path
 from peagent.errors import FilesystemError, LayoutError, PartitionError
 from peagent.inventory import Disk, Partition
+from tests.support.blockdev import inspect, run, table
 
 pytestmark = pytest.mark.root
-
-
-def run(*argv: str) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-
-
-def table(device: str) -> dict:
-    return json.loads(run("sfdisk", "--json", device))["partitiontable"]
-
-
-def inspect(device: str) -> Disk:
-    """The device as the inventory would show it, read with sfdisk (table) and blkid (filesystems)."""
-    size = int(run("blockdev", "--getsize64", device))
-    sector = int(run("blockdev", "--getss", device))
-    try:
-        t = table(device)
-    except subprocess.CalledProcessError:  # no partition table
-        return Disk(name=os.path.basename(device), path=device, size=size, logical_sector_size=sector)
-    parts = []
-    for p in t["partitions"]:
-        number = int(re.search(r"(\d+)$", p["node"]).group(1))  # type: ignore[union-attr]
-        start, length = p["start"] * sector, p["size"] * sector
-        probe = subprocess.run(["blkid", "-p", "-o", "export", "-O", str(start), "-S", str(length), device],
-                               capture_output=True, text=True).stdout
-        fs = dict(line.split("=", 1) for line in probe.splitlines() if "=" in line)
-        kind = p["type"].lower() if t["label"] == "gpt" else f"0x{int(p['type'], 16):x}"
-        parts.append(Partition(number=number, path=partition_path(device, number), start=start, size=length,
-                               fstype=fs.get("TYPE"), label=fs.get("LABEL"), uuid=fs.get("UUID"),
-                               type_guid=kind, name=p.get("name")))
-    return Disk(name=os.path.basename(device), path=device, size=size, logical_sector_size=sector,
-                partition_table={"dos": "dos", "gpt": "gpt"}[t["label"]], partitions=tuple(parts))
 
 
 def deploy(layout: dict, device: str) -> LayoutPlan:

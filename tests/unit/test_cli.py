@@ -21,7 +21,7 @@ def write(tmp_path: Path, name: str, doc: object) -> str:
 
 def test_help_lists_only_working_commands() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert sorted(commands) == ["apply", "deploy", "image", "inventory", "keys", "plan", "serve", "write"]
+    assert sorted(commands) == ["apply", "deploy", "image", "inventory", "keys", "plan", "serve", "wim", "write"]
 
 
 def test_plan_from_a_captured_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from peagent.disk.capabilities import EraseCaps
-from peagent.errors import EraseUnsupportedError, ImageError, TargetError, TaskError, WrongMachineError
+from peagent.errors import EraseUnsupportedError, ImageError, InplaceError, TargetError, TaskError, WrongMachineError
 from peagent.inventory import Disk, Dmi, Inventory, Nic, Partition
 from peagent.plan import make_plan
 from peagent.task import parse_task
@@ -171,3 +171,100 @@ def test_a_peagent_image_is_named_by_its_manifest() -> None:
     with pytest.raises(TaskError) as info:
         parse_task(json.dumps({"version": 1, "image": {"manifest": "m.json", "url": "x"}}))
     assert (info.value.field, info.value.found) == ("image.url", "unknown field")
+
+
+# In-place re-imaging (target.inplace) ------------------------------------------------------------------------------
+
+OS_DISK = Disk(name="vda", path="/dev/vda", size=8 << 30, transport="virtio", serial="T1", partition_table="gpt",
+               partitions=(
+                   Partition(number=1, path="/dev/vda1", start=1 << 20, size=512 << 20, fstype="vfat", label="ESP"),
+                   Partition(number=2, path="/dev/vda2", start=513 << 20, size=3 << 30, fstype="ext4", label="root",
+                             uuid="5e3d0a1c-7a2b-4c6d-9e8f-0d1e2f3a4b5c"),
+                   Partition(number=3, path="/dev/vda3", start=4 << 30, size=1 << 30, fstype="swap"),
+                   Partition(number=4, path="/dev/vda4", start=5 << 30, size=1 << 30, fstype="ntfs", label="win"),
+                   Partition(number=5, path="/dev/vda5", start=6 << 30, size=1 << 30, fstype="xfs"),
+                   Partition(number=6, path="/dev/vda6", start=7 << 30, size=512 << 20)))
+OS_INV = Inventory(disks=(OS_DISK,), nics=INV.nics)
+OS_PARTITIONS = "1 (vfat), 2 (ext4), 3 (swap), 4 (ntfs), 5 (xfs), 6 (no filesystem)"
+
+
+def inplace_task(inplace: dict[str, object], image: dict[str, object] | None = None):
+    return parse_task(json.dumps({"version": 1, "id": "d1", "target": {"inplace": inplace},
+                                  "image": image or {"manifest": "images/base/manifest.json",
+                                                     "layers": [{"manifest": "images/app/manifest.json"}]}}))
+
+
+def test_an_inplace_plan_looks_into_every_partition_an_os_lives_on() -> None:
+    plan = make_plan(inplace_task({"keep": ["opt/data"]}), OS_INV, ("http://dp1/", "http://dp2/"))
+    assert [p.number for p in plan.candidates] == [2, 4, 5]
+    assert plan.candidates[0] is OS_DISK.partitions[1]
+    assert plan.destroys == ()  # no allow_overwrite needed: the policy decides what goes
+    assert plan.image_urls == ("http://dp1/images/base/manifest.json", "http://dp1/images/app/manifest.json")
+    stack = "images/base/manifest.json + images/app/manifest.json"
+    assert plan.steps() == [
+        "look into partition 2 (ext4), 4 (ntfs), 5 (xfs) of /dev/vda, mounted read-only; refuse unless that exactly "
+        "one holds an OS (Linux or Windows)",
+        f"load the file images {stack} (each a file image trusted by its pin or a signature; layers over the base's "
+        "tree); refuse before anything is deleted",
+        "check that free space plus what the deletion frees holds the new OS with headroom; else refuse",
+        "mark the partition (a rerun resumes), then delete the old OS: Linux everything but home, srv, lost+found, "
+        "opt/data; Windows Windows, Program Files, Program Files (x86), ProgramData, ... (docs/inplace.md)",
+        f"apply {stack} into it, frame by frame verified, kept paths untouched",
+        "rewrite etc/fstab for this partition, carrying the old OS's swap and mounts of kept data",
+        "reboot",
+    ]
+    rendered = plan.render()
+    assert "overwrites" not in rendered
+    assert "  1. look into partition 2 (ext4), 4 (ntfs), 5 (xfs) of /dev/vda" in rendered
+    assert "  4. mark the partition (a rerun resumes), then delete the old OS" in rendered
+    assert f"  5. apply {stack} into it" in rendered
+    doc = json.loads(json.dumps(plan.to_dict()))  # as `peagent plan --json` shows it
+    assert doc["destroys"] == []
+    assert doc["inplace"] == {"partition": None, "keep": ["opt/data"], "force": False, "headroom": 256 << 20,
+                              "candidates": [2, 4, 5]}
+    assert doc["image"]["layers"] == [{"manifest": "images/app/manifest.json", "pin": None}]
+
+
+@pytest.mark.parametrize(("ref", "number"), [({"number": 5}, 5), ({"label": "root"}, 2),
+                                             ({"uuid": "5E3D0A1C-7A2B-4C6D-9E8F-0D1E2F3A4B5C"}, 2)])
+def test_an_inplace_plan_with_a_named_partition_looks_into_it_alone(ref: dict[str, object], number: int) -> None:
+    plan = make_plan(inplace_task({"partition": ref, "force": True}), OS_INV, ("http://dp/",))
+    assert [p.number for p in plan.candidates] == [number]
+    assert plan.steps()[0].endswith("mounted read-only; refuse unless that it holds Linux or Windows (or force it)")
+    assert plan.to_dict()["inplace"]["candidates"] == [number]
+    assert plan.to_dict()["inplace"]["force"] is True
+
+
+def test_an_inplace_named_partition_that_is_missing_is_a_task_error() -> None:
+    with pytest.raises(TaskError) as info:
+        make_plan(inplace_task({"partition": {"label": "nope"}}), OS_INV, ("http://dp/",))
+    assert (info.value.field, info.value.expected, info.value.found) == (
+        "target.inplace.partition", f"a partition of /dev/vda (partitions: {OS_PARTITIONS})",
+        "label 'nope', which it does not have")
+
+
+@pytest.mark.parametrize(("number", "held"), [(1, "vfat"), (3, "swap"), (6, "no filesystem")])
+def test_an_inplace_named_partition_without_an_os_filesystem_is_refused(number: int, held: str) -> None:
+    with pytest.raises(InplaceError) as info:
+        make_plan(inplace_task({"partition": {"number": number}}), OS_INV, ("http://dp/",))
+    assert type(info.value) is InplaceError
+    assert str(info.value) == (f"partition {number} of /dev/vda holds {held}: an OS to re-image in place lives on "
+                               "ext4, ext3, ext2, xfs, btrfs, ntfs")
+
+
+def test_an_inplace_plan_on_a_disk_without_an_os_filesystem_is_refused() -> None:
+    no_os = Inventory(disks=(replace(OS_DISK, partitions=(OS_DISK.partitions[0], OS_DISK.partitions[2])),))
+    with pytest.raises(InplaceError) as info:
+        make_plan(inplace_task({}), no_os, ("http://dp/",))
+    assert str(info.value) == ("/dev/vda has no partition an OS could live on (ext4, ext3, ext2, xfs, btrfs, ntfs); "
+                               "partitions: 1 (vfat), 3 (swap). Nothing to re-image in place")
+    with pytest.raises(InplaceError, match=r"; partitions: none\. Nothing to re-image in place$"):
+        make_plan(inplace_task({}), INV, ("http://dp/",))
+
+
+def test_an_inplace_layer_without_dps_is_named_by_its_index() -> None:
+    t = inplace_task({}, {"manifest": "http://dp/base/manifest.json", "layers": [{"manifest": "app/manifest.json"}]})
+    with pytest.raises(TaskError) as info:
+        make_plan(t, OS_INV, ())
+    assert (info.value.field, info.value.found) == ("image.layers[0].manifest",
+                                                    "the relative path 'app/manifest.json' and no DPs")

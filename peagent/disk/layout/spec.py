@@ -102,7 +102,7 @@ def parse_layout(obj: object, field: str = "target.partitions") -> LayoutSpec:
     creates = f.get("create", list, "a list of partitions to create", [])
     f.done()
 
-    keep = tuple(_keep(item, f"{field}.keep[{i}]", i) for i, item in enumerate(keeps))
+    keep = tuple(parse_partition_ref(item, f"{field}.keep[{i}]", i) for i, item in enumerate(keeps))
     create: list[NewPartition] = []
     fill_at: int | None = None
     boot_at: int | None = None
@@ -134,7 +134,7 @@ def parse_layout(obj: object, field: str = "target.partitions") -> LayoutSpec:
     return LayoutSpec(table=table, keep=keep, create=tuple(create))
 
 
-def _keep(obj: object, field: str, index: int) -> Keep:
+def parse_partition_ref(obj: object, field: str, index: int) -> Keep:
     f = Fields(obj, field)
     number = f.get("number", int, "a partition number, 1 or more", None)
     label = f.get("label", str, "a filesystem label", None)
@@ -230,6 +230,14 @@ def _type_id(text: str, table: str, field: str) -> str:
         what = "an extended partition" if byte in MSDOS_EXTENDED else "GPT's protective partition"
         raise TaskError(field, "the type of a primary data partition", f"{describe(text)} ({what})")
     return f"0x{byte:02x}"
+
+
+def parse_bytes(text: str, field: str) -> int:
+    """A size in binary units ("256MiB", "1GiB"), in bytes; TaskError naming ``field`` otherwise."""
+    size = _size(text, field)
+    if size.kind != "bytes":
+        raise TaskError(field, 'a size in binary units, like "256MiB" or "1GiB"', describe(text))
+    return size.value
 
 
 def _size(text: str, field: str) -> Size:

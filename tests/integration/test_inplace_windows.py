@@ -1,0 +1,157 @@
+"""Windows in place, through `peagent.deploy`: an NTFS partition (a loop device) holding an "old
+Windows" and a user's files, and a new Windows as a WIM on the embedded DP.
+
+The old Windows is what the detection and the policy need (a SYSTEM hive, Program Files,
+ProgramData, pagefile.sys) beside a user's document with a security descriptor and a named stream
+of its own; the new one, captured in wimlib's NTFS mode, carries Windows metadata too. After the
+deploy the old OS is gone, the new one is there with its metadata, and the user's files are back
+with theirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peagent import deploy as deploy_module
+from peagent.deploy import DeployOptions, deploy
+from peagent.errors import VerifyError
+from peagent.files import ntfs, wim
+from peagent.inventory import Inventory
+from peagent.status import Reporter
+from tests.integration.test_wim import FILE_SD, ZONE, xattr
+from tests.support.blockdev import inspect
+from tests.support.dp import embedded_dp
+
+pytestmark = pytest.mark.root
+
+MiB = 1 << 20
+NEW_SD = FILE_SD
+
+
+@pytest.fixture
+def site(loop, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The embedded DP serving new.wim (a new Windows, captured from an NTFS volume); its URL and sha256."""
+    device = loop(32 * MiB)
+    subprocess.run(["mkntfs", "--fast", "--quiet", "--force", device], check=True)
+    (tmp_path / "golden").mkdir()
+    with ntfs.mounted(device, tmp_path / "golden") as root:
+        config = root / "Windows" / "System32" / "config"
+        config.mkdir(parents=True)
+        (config / "SYSTEM").write_bytes(b"regf" + b"\0" * 4092)
+        (root / "Windows" / "explorer.exe").write_bytes(b"MZ new explorer")
+        os.setxattr(root / "Windows" / "explorer.exe", "system.ntfs_acl", NEW_SD)
+        (root / "Users" / "Default").mkdir(parents=True)
+        (root / "Users" / "Public").mkdir()
+        (root / "Users" / "Public" / "desktop.ini").write_text("new public\r\n")
+    dp = tmp_path / "dp"
+    (dp / "images").mkdir(parents=True)
+    wim.capture(device, dp / "images" / "new.wim", "Windows New")
+    digest = hashlib.sha256((dp / "images" / "new.wim").read_bytes()).hexdigest()
+    with embedded_dp(dp) as server:
+        yield server.url, digest
+
+
+@pytest.fixture
+def disk(loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A GPT disk whose one NTFS partition holds the old Windows and a user's data."""
+    device = loop(128 * MiB)
+    subprocess.run(["sgdisk", "-n1:1M:0", "-t1:0700", device], check=True, capture_output=True)
+    subprocess.run(["partprobe", device], check=True)
+    subprocess.run(["mkntfs", "--fast", "--quiet", "--force", "-L", "Windows", f"{device}p1"], check=True)
+    (tmp_path / "old").mkdir()
+    with ntfs.mounted(f"{device}p1", tmp_path / "old") as root:
+        config = root / "Windows" / "System32" / "config"
+        config.mkdir(parents=True)
+        (config / "SYSTEM").write_bytes(b"regf" + b"\0" * 8188)
+        (root / "Windows" / "old.dll").write_bytes(os.urandom(2 * MiB))
+        (root / "Program Files" / "Old App").mkdir(parents=True)
+        (root / "Program Files" / "Old App" / "app.exe").write_bytes(os.urandom(MiB))
+        (root / "ProgramData" / "Vendor").mkdir(parents=True)
+        (root / "pagefile.sys").write_bytes(os.urandom(4 * MiB))
+        thesis = root / "Users" / "Alice" / "Documents" / "Thesis.docx"
+        thesis.parent.mkdir(parents=True)
+        thesis.write_bytes(b"years of work")
+        os.setxattr(thesis, "system.ntfs_acl", FILE_SD)
+        os.setxattr(thesis, "user.Zone.Identifier", ZONE)
+        (root / "Users" / "Public").mkdir()
+        (root / "Users" / "Public" / "desktop.ini").write_text("old public\r\n")
+        (root / "Data").mkdir()
+        (root / "Data" / "ledger.xlsx").write_bytes(b"numbers")
+    monkeypatch.setattr(deploy_module, "collect", lambda: Inventory(disks=(inspect(device),)))
+    return device
+
+
+def task(tmp_path: Path, url: str, digest: str, device: str) -> str:
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({
+        "version": 1, "id": "win-inplace-1", "dps": [url], "after": "none",
+        "target": {"hints": {"name": device}, "inplace": {"headroom": "1MiB"}},
+        "image": {"wim": "images/new.wim", "sha256": digest, "index": 1}}))
+    return str(path)
+
+
+def test_the_old_windows_goes_the_new_one_comes_and_alice_s_files_stay(site, disk, tmp_path) -> None:
+    url, digest = site
+    events: list[dict] = []
+    reporter = Reporter(None)
+    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
+    deploy(DeployOptions(task=task(tmp_path, url, digest, disk), journal_dir=tmp_path / "run"), reporter)
+    (tmp_path / "check").mkdir()
+    with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
+        assert sorted(os.listdir(root)) == ["Data", "Users", "Windows"]
+        assert sorted(os.listdir(root / "Windows")) == ["System32", "explorer.exe"]  # not old.dll
+        assert xattr(root / "Windows" / "explorer.exe", "system.ntfs_acl") == NEW_SD  # NTFS mode: metadata kept
+        assert sorted(os.listdir(root / "Users")) == ["Alice", "Default", "Public"]
+        thesis = root / "Users" / "Alice" / "Documents" / "Thesis.docx"
+        assert thesis.read_bytes() == b"years of work"
+        assert xattr(thesis, "system.ntfs_acl") == FILE_SD and xattr(thesis, "user.Zone.Identifier") == ZONE
+        assert (root / "Users" / "Public" / "desktop.ini").read_bytes() == b"new public\r\n"  # the new OS's wins
+        assert (root / "Data" / "ledger.xlsx").read_bytes() == b"numbers"
+    messages = [f"{e['phase']}: {e['message']}" for e in events]
+    assert any("inplace: partition 1 (ntfs): Windows (Windows/System32/config/SYSTEM)" in m for m in messages)
+    assert any("kept Users/Public/desktop.ini: the new OS has its own" in m for m in messages)
+    assert "done" in [e["phase"] for e in events]
+
+
+def test_a_wim_that_does_not_match_its_sha256_is_refused_before_anything_is_deleted(site, disk, tmp_path) -> None:
+    url, _ = site
+    with pytest.raises(VerifyError):
+        deploy(DeployOptions(task=task(tmp_path, url, "0" * 64, disk), journal_dir=tmp_path / "run"), Reporter(None))
+    (tmp_path / "check").mkdir()
+    with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
+        assert sorted(os.listdir(root)) == ["Data", "Program Files", "ProgramData", "Users", "Windows", "pagefile.sys"]
+    assert not list((tmp_path / "run" / "wim").iterdir())  # no unverified WIM kept
+
+
+def test_a_rerun_after_a_cut_apply_resumes_and_brings_the_users_back(site, disk, tmp_path, monkeypatch) -> None:
+    url, digest = site
+    from peagent.inplace import windows
+    real = windows.wim.apply
+
+    def cut(image, index, target, **kw):  # wimlib starts, and the power goes
+        real(image, index, target, **kw)
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(windows.wim, "apply", cut)
+    with pytest.raises(KeyboardInterrupt):
+        deploy(DeployOptions(task=task(tmp_path, url, digest, disk), journal_dir=tmp_path / "run"), Reporter(None))
+    (tmp_path / "check").mkdir()
+    with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
+        assert "peagent.kept" in os.listdir(root)  # the users wait there
+        assert json.loads((root / ".peagent-inplace.json").read_text())["phase"] == "apply"
+    monkeypatch.setattr(windows.wim, "apply", real)
+    events: list[dict] = []
+    reporter = Reporter(None)
+    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
+    deploy(DeployOptions(task=task(tmp_path, url, digest, disk), journal_dir=tmp_path / "run"), reporter)
+    assert any("resuming" in e["message"] and "(at: apply)" in e["message"] for e in events)
+    with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
+        assert sorted(os.listdir(root)) == ["Data", "Users", "Windows"]
+        assert (root / "Users" / "Alice" / "Documents" / "Thesis.docx").read_bytes() == b"years of work"
