@@ -245,6 +245,7 @@ class TarStream:
             pax = {**self._globals, **pax}
         if pax:
             region = self._apply_pax(member, pax)
+        kind = member.type  # a v7 directory ("name/", type AREGTYPE) is a directory from here on
         if kind in NO_DATA:
             region = 0
         elif region < 0:
@@ -253,7 +254,7 @@ class TarStream:
         if kind in REGULAR and (kind == GNU_SPARSE or "GNU.sparse.major" in pax or "GNU.sparse.map" in pax
                                 or "GNU.sparse.size" in pax):
             map_bytes = self._sparse(member, pax, records, block, region, used, start)
-        if member.type == DIRTYPE:
+        if kind == DIRTYPE:
             member.name = member.name.rstrip("/")
         self._left, self._pad = region - map_bytes, -region % BLOCK
         return member

@@ -21,6 +21,7 @@ removed and the image applied again; in ``restore``, the restore goes on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -84,7 +85,8 @@ def reimage_windows(chosen: Surveyed, spec: InplaceSpec, image: Path, index: int
                 os.rmdir(root / KEPT)
             os.unlink(root / MARKER)
     finally:
-        os.rmdir(where)
+        with contextlib.suppress(OSError):  # still a mount point if an unmount failed: that error is the one to see
+            os.rmdir(where)
     return report
 
 
