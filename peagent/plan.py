@@ -74,8 +74,8 @@ class Plan:
         assert self.inplace is not None
         disk = self.target.disk
         parts = ", ".join(f"{p.number} ({p.fstype})" for p in self.candidates)
-        pick = ("that it holds Linux or Windows" + (" (or force it)" if self.inplace.force else "")
-                if self.inplace.partition else "that exactly one holds an OS (Linux or Windows)")
+        pick = ("it holds Linux or Windows" + (", or anything (forced)" if self.inplace.force else "")
+                if self.inplace.partition else "exactly one holds an OS (Linux or Windows)")
         keeps = ", ".join((*LINUX_KEEP, *self.inplace.keep))
         if isinstance(image, WimSource):
             wims = " + ".join(w.url for w in image.all)

@@ -202,7 +202,7 @@ def test_an_inplace_plan_looks_into_every_partition_an_os_lives_on() -> None:
     assert plan.image_urls == ("http://dp1/images/base/manifest.json", "http://dp1/images/app/manifest.json")
     stack = "images/base/manifest.json + images/app/manifest.json"
     assert plan.steps() == [
-        "look into partition 2 (ext4), 4 (ntfs), 5 (xfs) of /dev/vda, mounted read-only; refuse unless that exactly "
+        "look into partition 2 (ext4), 4 (ntfs), 5 (xfs) of /dev/vda, mounted read-only; refuse unless exactly "
         "one holds an OS (Linux or Windows)",
         f"load the file images {stack} (each a file image trusted by its pin or a signature; layers over the base's "
         "tree); refuse before anything is deleted",
@@ -230,7 +230,7 @@ def test_an_inplace_plan_looks_into_every_partition_an_os_lives_on() -> None:
 def test_an_inplace_plan_with_a_named_partition_looks_into_it_alone(ref: dict[str, object], number: int) -> None:
     plan = make_plan(inplace_task({"partition": ref, "force": True}), OS_INV, ("http://dp/",))
     assert [p.number for p in plan.candidates] == [number]
-    assert plan.steps()[0].endswith("mounted read-only; refuse unless that it holds Linux or Windows (or force it)")
+    assert plan.steps()[0].endswith("mounted read-only; refuse unless it holds Linux or Windows, or anything (forced)")
     assert plan.to_dict()["inplace"]["candidates"] == [number]
     assert plan.to_dict()["inplace"]["force"] is True
 
