@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from peagent.image.sign import trusted_keys
 from peagent.inplace.detect import choose, survey
 from peagent.inplace.reimage import reimage
 from peagent.inplace.spec import InplaceSpec
-from tests.support.blockdev import inspect
+from tests.support.blockdev import inspect, mounted
 from tests.support.nginx import Nginx
 
 RESULTS = ROOT / "bench" / "results" / "inplace.json"
@@ -119,16 +118,6 @@ def disk(work: Path, inputs: Inputs) -> Iterator[str]:
         backing.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def mounted(device: str, where: Path) -> Iterator[Path]:
-    where.mkdir(exist_ok=True)
-    run(["mount", device, str(where)])
-    try:
-        yield where
-    finally:
-        run(["umount", str(where)])
-
-
 def one_run(work: Path, inputs: Inputs, url: str) -> dict:
     with disk(work, inputs) as device:
         with mounted(f"{device}p1", work / "mnt") as root:
@@ -181,5 +170,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    subprocess.run(["true"], check=True)
     main()

@@ -219,6 +219,7 @@ def _cmd_image_diff(args: argparse.Namespace) -> int:
 
 def _cmd_wim_capture(args: argparse.Namespace) -> int:
     from peagent.files import wim
+    from peagent.image.checksums import file_sha256
     from peagent.progress import Progress
 
     meter = Progress(None, lambda snap: log.info("%s", snap.line("capture")))
@@ -228,7 +229,7 @@ def _cmd_wim_capture(args: argparse.Namespace) -> int:
     image = made.images[-1]
     log.info("%s: image %d %r, %d files, %d bytes of file data%s; sha256 for a task: %s", args.wim, image.index,
              image.name, image.files, image.total_bytes, f", a delta over {args.delta_from}" if args.delta_from else "",
-             _sha256_file(Path(args.wim)))
+             file_sha256(Path(args.wim)))
     return 0
 
 
@@ -240,13 +241,6 @@ def _cmd_wim_info(args: argparse.Namespace) -> int:
     info = wim.info(Path(args.wim))
     print(json.dumps(asdict(info), indent=2, default=str))
     return 0
-
-
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:

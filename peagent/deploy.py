@@ -12,7 +12,6 @@ the caller, which in the PE is /init: power is PID 1's business.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from peagent.errors import ImageError, InplaceError, PeagentError, TaskError
 from peagent.fetch import NotFoundError, candidate_urls, fetch_bytes
 from peagent.files import wim
 from peagent.files.stack import load_stack
+from peagent.image.checksums import file_sha256
 from peagent.image.job import FilesSource, WimSource, prepare_image
 from peagent.image.sign import trusted_keys
 from peagent.image.thirdparty import StreamSource
@@ -158,7 +158,7 @@ def _inplace(plan: Plan, image: FilesSource | WimSource, task: Task, options: De
     mount_parent = options.journal_dir / "mnt" if options.journal_dir is not None else None
     if isinstance(image, WimSource):
         staged = _stage_wims(image, dps, options, reporter)
-        wim.check_complete(wim.info(staged[0]), image.index, [wim.info(p) for p in staged[1:]])
+        content = wim.check_complete(wim.info(staged[0]), image.index, [wim.info(p) for p in staged[1:]])
         chosen = choose(survey(plan.candidates, mount_parent), plan.inplace, plan.target.disk.path,
                         task.deployment_id)
         reporter.emit("inplace", chosen.describe())
@@ -166,7 +166,7 @@ def _inplace(plan: Plan, image: FilesSource | WimSource, task: Task, options: De
             raise InplaceError(f"{chosen.describe()}: a WIM (Windows) image goes onto an NTFS partition; nothing "
                                "was changed")
         meter = Progress(None, lambda snap: reporter.progress("apply", snap))
-        reimage_windows(chosen, plan.inplace, staged[0], image.index, staged[1:], task.deployment_id,
+        reimage_windows(chosen, plan.inplace, staged[0], content, staged[1:], task.deployment_id,
                         mount_parent=mount_parent, emit=reporter.emit, progress=wim.feed(meter))
         meter.finish()
         return
@@ -195,7 +195,7 @@ def _stage_wims(image: WimSource, dps: tuple[str, ...], options: DeployOptions, 
     staged = []
     for item in image.all:
         path = where / f"{item.sha256[:16]}-{Path(urlsplit(item.url).path).name}"
-        if not path.exists() or path.stat().st_size == 0 or _sha256_of(path) != item.sha256:
+        if not path.exists() or path.stat().st_size == 0 or file_sha256(path) != item.sha256:
             job = prepare_image(StreamSource(url=item.url, sha256=item.sha256, size=None, compression="none",
                                              checksum_url=None, bmap=None), dps)
             reporter.emit("image", f"{item.url} -> {path}")
@@ -210,8 +210,3 @@ def _stage_wims(image: WimSource, dps: tuple[str, ...], options: DeployOptions, 
             meter.finish()
         staged.append(path)
     return staged
-
-
-def _sha256_of(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

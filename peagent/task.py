@@ -40,7 +40,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from peagent.disk.erase import EraseSpec, parse_erase
@@ -53,6 +55,7 @@ from peagent.image.thirdparty import StreamSource
 from peagent.inplace.spec import InplaceSpec, parse_inplace
 from peagent.schema import Fields
 
+T = TypeVar("T")
 TASK_VERSION = 1
 AFTER_ACTIONS = ("reboot", "poweroff", "none")
 COMPRESSIONS = ("auto", "none", "gzip", "xz", "bzip2", "zstd")
@@ -261,12 +264,7 @@ def _files_image(obj: object) -> FilesSource | WimSource:
     layers = f.get("layers", list, 'a list of layer images, each {"manifest": ..., "manifest_sha256": ...}', [])
     devices = f.get("allow_devices", bool, "true or false (whether the images may carry device nodes)", False)
     f.done()
-    stack = []
-    for i, item in enumerate(layers):
-        lf = Fields(item, f"image.layers[{i}]")
-        stack.append(_manifest_fields(lf, f"image.layers[{i}]"))
-        lf.done()
-    return FilesSource(base=base, layers=tuple(stack), allow_devices=devices)
+    return FilesSource(base=base, layers=_each(layers, "image.layers", _manifest_fields), allow_devices=devices)
 
 
 def _wim_image(obj: dict) -> WimSource:
@@ -277,12 +275,17 @@ def _wim_image(obj: dict) -> WimSource:
         raise TaskError("image.index", "the image's index in the WIM, 1 or more", describe(index))
     refs = f.get("refs", list, 'the split parts or delta bases, each {"wim": ..., "sha256": ...}', [])
     f.done()
+    return WimSource(wim=wim, index=index, refs=_each(refs, "image.refs", _wim_file))
+
+
+def _each(items: list[object], field: str, parse: Callable[[Fields, str], T]) -> tuple[T, ...]:
+    """Each object of a list read by ``parse``, its unknown fields refused (``field[i].name``)."""
     parsed = []
-    for i, item in enumerate(refs):
-        rf = Fields(item, f"image.refs[{i}]")
-        parsed.append(_wim_file(rf, f"image.refs[{i}]"))
-        rf.done()
-    return WimSource(wim=wim, index=index, refs=tuple(parsed))
+    for i, item in enumerate(items):
+        fields = Fields(item, f"{field}[{i}]")
+        parsed.append(parse(fields, f"{field}[{i}]"))
+        fields.done()
+    return tuple(parsed)
 
 
 def _wim_file(f: Fields, field: str) -> WimFile:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from peagent.errors import ImageError
@@ -122,6 +123,12 @@ def image_digests(text: str, name: str, decompressed_name: str, source: str) -> 
         wanted = name if name == decompressed_name else f"{name} (nor for {decompressed_name})"
         raise ImageError(f"{source} has no entry for {wanted}; it lists {shown}")
     return ImageDigests(image=image, compressed=compressed)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a local file, in hex."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _strip(name: str) -> str:

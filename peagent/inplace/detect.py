@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from peagent.disk.mount import MOUNTABLE, mounted
+from peagent.disk.mount import mounted
 from peagent.errors import FilesystemError, InplaceError, UnknownOSError
 from peagent.inplace.spec import InplaceSpec
 from peagent.inventory import Partition
@@ -89,7 +89,7 @@ def survey(partitions: Sequence[Partition], parent: Path | None = None) -> list[
     """Each partition that could hold an OS, mounted read-only and identified."""
     found = []
     for p in partitions:
-        if p.fstype not in OS_FILESYSTEMS or p.fstype not in MOUNTABLE:
+        if p.fstype not in OS_FILESYSTEMS:
             continue
         try:
             with mounted(p.path, p.fstype, readonly=True, parent=parent) as root:

@@ -21,13 +21,12 @@ removed and the image applied again; in ``restore``, the restore goes on.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from peagent.disk.mount import mounted
 from peagent.files import ntfs, wim
 from peagent.inplace.detect import MARKER, Surveyed
 from peagent.inplace.policy import plan_deletion
@@ -38,55 +37,50 @@ from peagent.inplace.spec import InplaceSpec
 KEPT = "peagent.kept"  # where the kept data waits while the new OS is applied
 
 
-def reimage_windows(chosen: Surveyed, spec: InplaceSpec, image: Path, index: int, refs: Sequence[Path],
+def reimage_windows(chosen: Surveyed, spec: InplaceSpec, image: Path, content: wim.WimImage, refs: Sequence[Path],
                     deployment_id: str, *, mount_parent: Path | None = None,
                     emit: Callable[[str, str], None] = lambda phase, message: None,
                     progress: Callable[[int, int], None] | None = None) -> InplaceReport:
-    """Re-image the NTFS partition ``chosen`` in place with image ``index`` of the WIM ``image``."""
+    """Re-image the NTFS partition ``chosen`` in place with the image ``content`` of the WIM ``image``
+    (as wim.check_complete found it, with its parts and bases ``refs``)."""
     part, found = chosen.partition, chosen.os
     assert found is not None
-    content = wim.check_complete(wim.info(image), index, [wim.info(r) for r in refs])
-    where = Path(tempfile.mkdtemp(prefix="peagent-ntfs-", dir=mount_parent))
-    try:
-        with ntfs.mounted(part.path, where) as root:
-            state = read_marker(root)
-            resumed = state is not None and state.get("deployment_id") == deployment_id
-            phase = str(state.get("phase", "delete")) if resumed and state is not None else "delete"
-            check_keeps(root, spec.keep, part.number)
-            deletion = plan_deletion("windows", spec.keep, lambda rel: listdir(root, rel))
-            report = InplaceReport(partition=part.path, os=found, deletion=deletion, resumed=resumed)
-            if resumed:
-                emit("inplace", f"resuming the re-image of partition {part.number} begun by this deployment "
-                     f"(at: {phase})")
-            else:
-                report.room = measure(root, deletion.delete, content.total_bytes, spec.headroom)
-                emit("inplace", report.room.render())
-                check_room(report.room, f"partition {part.number} ({part.path})")
-            state = {"deployment_id": deployment_id, "os": {"kind": found.kind, "name": found.name,
-                                                            "evidence": found.evidence}}
-            if phase == "delete":
-                write_marker(root, {**state, "phase": "delete"})
-                emit("delete", f"{part.path}: {'; '.join(deletion.render())}")
-                delete_paths(root, deletion.delete)
-                _move_aside(root)
-                write_marker(root, {**state, "phase": "apply"})
-                phase = "apply"
-            elif phase == "apply":  # an apply was cut: what is at the root besides ours is its leftovers
-                delete_paths(root, [n for n in os.listdir(root) if n not in (MARKER, KEPT)])
-        if phase == "apply":
-            emit("apply", f"{part.path}: {image.name} image {index} ({content.name}), NTFS mode")
-            applied = wim.apply(image, index, part.path, refs=refs, ntfs_volume=True, progress=progress)
-            for warning in applied.warnings:
-                emit("apply", f"wimlib: {warning}")
-        with ntfs.mounted(part.path, where) as root:
-            write_marker(root, {**state, "phase": "restore"})
-            if (root / KEPT).exists():  # else a rerun comes after the restore, before the marker went
-                _restore(root / KEPT, root, emit)
-                os.rmdir(root / KEPT)
-            os.unlink(root / MARKER)
-    finally:
-        with contextlib.suppress(OSError):  # still a mount point if an unmount failed: that error is the one to see
-            os.rmdir(where)
+    with mounted(part.path, "ntfs", readonly=False, parent=mount_parent) as root:
+        state = read_marker(root)
+        resumed = state is not None and state.get("deployment_id") == deployment_id
+        phase = str(state.get("phase", "delete")) if resumed and state is not None else "delete"
+        check_keeps(root, spec.keep, part.number)
+        deletion = plan_deletion("windows", spec.keep, lambda rel: listdir(root, rel))
+        report = InplaceReport(partition=part.path, os=found, deletion=deletion, resumed=resumed)
+        if resumed:
+            emit("inplace", f"resuming the re-image of partition {part.number} begun by this deployment "
+                 f"(at: {phase})")
+        else:
+            report.room = measure(root, deletion.delete, content.total_bytes, spec.headroom)
+            emit("inplace", report.room.render())
+            check_room(report.room, f"partition {part.number} ({part.path})")
+        state = {"deployment_id": deployment_id, "os": {"kind": found.kind, "name": found.name,
+                                                        "evidence": found.evidence}}
+        if phase == "delete":
+            write_marker(root, {**state, "phase": "delete"})
+            emit("delete", f"{part.path}: {'; '.join(deletion.render())}")
+            delete_paths(root, deletion.delete)
+            _move_aside(root)
+            write_marker(root, {**state, "phase": "apply"})
+            phase = "apply"
+        elif phase == "apply":  # an apply was cut: what is at the root besides ours is its leftovers
+            delete_paths(root, [n for n in os.listdir(root) if n not in (MARKER, KEPT)])
+    if phase == "apply":
+        emit("apply", f"{part.path}: {image.name} image {content.index} ({content.name}), NTFS mode")
+        applied = wim.apply(image, content.index, part.path, refs=refs, ntfs_volume=True, progress=progress)
+        for warning in applied.warnings:
+            emit("apply", f"wimlib: {warning}")
+    with mounted(part.path, "ntfs", readonly=False, parent=mount_parent) as root:
+        write_marker(root, {**state, "phase": "restore"})
+        if (root / KEPT).exists():  # else a rerun comes after the restore, before the marker went
+            _restore(root / KEPT, root, emit)
+            os.rmdir(root / KEPT)
+        os.unlink(root / MARKER)
     return report
 
 

@@ -27,7 +27,7 @@ from peagent.deploy import DeployOptions, deploy
 from peagent.errors import ImageError, InplaceError, NoSpaceError, UnknownOSError
 from peagent.inventory import Inventory
 from peagent.status import Reporter
-from tests.support.blockdev import inspect
+from tests.support.blockdev import inspect, mounted
 from tests.support.dp import embedded_dp
 
 pytestmark = pytest.mark.root
@@ -165,18 +165,6 @@ def disk(loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         old_os(mnt)
     monkeypatch.setattr(deploy_module, "collect", lambda: Inventory(disks=(inspect(device),)))
     yield device, mnt
-
-
-class mounted:
-    def __init__(self, device: str, where: Path) -> None:
-        self.device, self.where = device, where
-
-    def __enter__(self) -> Path:
-        subprocess.run(["mount", self.device, str(self.where)], check=True)
-        return self.where
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(["umount", str(self.where)], check=True)
 
 
 def task(tmp_path: Path, dp: Site, device: str, layers: list[str], **inplace: object) -> str:

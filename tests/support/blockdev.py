@@ -6,10 +6,13 @@ host without a udev daemon does not keep: tests that plan against a loop device 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 from peagent.disk.partition import partition_path
 from peagent.inventory import Disk, Partition
@@ -44,3 +47,14 @@ def inspect(device: str) -> Disk:
                                type_guid=kind, name=p.get("name")))
     return Disk(name=os.path.basename(device), path=device, size=size, logical_sector_size=sector,
                 partition_table={"dos": "dos", "gpt": "gpt"}[t["label"]], partitions=tuple(parts))
+
+
+@contextlib.contextmanager
+def mounted(device: str, where: Path) -> Iterator[Path]:
+    """``device`` mounted read-write on ``where`` (made if missing) while the block runs."""
+    where.mkdir(exist_ok=True)
+    run("mount", device, str(where))
+    try:
+        yield where
+    finally:
+        run("umount", str(where))
