@@ -299,3 +299,27 @@ def test_a_keep_reached_through_a_symlink_is_refused_before_anything_is_deleted(
         run(tmp_path, dp, device, keep=["opt/app"])
     with mounted(f"{device}p2", mnt):
         assert old_os_listing(mnt) == before
+
+
+def test_a_wim_for_a_linux_partition_is_refused_before_anything_is_deleted(disk, tmp_path) -> None:
+    from peagent.files import wim
+
+    device, mnt = disk
+    with mounted(f"{device}p2", mnt):
+        before = old_os_listing(mnt)
+    site = tmp_path / "wim-dp"
+    (site / "src").mkdir(parents=True)
+    (site / "src" / "readme.txt").write_text("a Windows image, say\n")
+    wim.capture(site / "src", site / "w.wim", "Windows")
+    digest = hashlib.sha256((site / "w.wim").read_bytes()).hexdigest()
+    (tmp_path / "task.json").write_text(json.dumps({
+        "version": 1, "id": "inplace-wim", "after": "none",
+        "target": {"hints": {"name": device}, "inplace": {}},
+        "image": {"wim": "w.wim", "sha256": digest}}))
+    with embedded_dp(site) as server, pytest.raises(
+            InplaceError, match=r"partition 2 \(ext4\): Debian GNU/Linux 11 \(bullseye\) \(etc/os-release\): a WIM "
+                                r"\(Windows\) image goes onto an NTFS partition; nothing was changed"):
+        deploy(DeployOptions(task=str(tmp_path / "task.json"), dps=(server.url,), journal_dir=tmp_path / "run"),
+               Reporter(None))
+    with mounted(f"{device}p2", mnt):
+        assert old_os_listing(mnt) == before
