@@ -70,7 +70,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     run_dir = Path("/run/peagent")
     options = DeployOptions(task=args.task or boot.task, dps=tuple(args.dp) or boot.dps,
                             status=args.status or boot.status, keys=(*boot.keys, *_key_texts(args.key)),
-                            journal_dir=run_dir if run_dir.is_dir() else None)
+                            journal_dir=run_dir if run_dir.is_dir() else None, firmware=args.set_boot_entry)
     task = deploy(options)
     if args.after_file:
         Path(args.after_file).write_text(task.after + "\n")
@@ -233,6 +233,23 @@ def _cmd_wim_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_state_capture(args: argparse.Namespace) -> int:
+    from peagent.inplace.detect import identify
+    from peagent.state.apply import capture_tree
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory (mount the old OS's partition, read-only, and name it)")
+    found = identify(root)
+    captured = capture_tree(root, found.kind, f"{found.name} in {root}", keep_ssh_keys=args.ssh_host_keys,
+                            keep_root_password=args.root_password)
+    if captured is None:
+        raise UsageError(f"{root}: {found.describe()}; peagent captures Linux and Windows")
+    print(json.dumps({"os": captured.os, "source": captured.source, "state": captured.state.public(),
+                      "notes": list(captured.notes)}, indent=2))
+    return 0
+
+
 def _cmd_wim_info(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -278,8 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", metavar="URL", help="POST status events here")
     p.add_argument("--cmdline", metavar="FILE", help="read peagent.* parameters from a kernel "
                    "command line (the PE passes /proc/cmdline); options override them")
+    p.add_argument("--set-boot-entry", action="store_true", help="set this machine's UEFI boot entries for the new "
+                   "OS (and load it for kexec): the PE passes it; never on a machine that only writes a disk")
     p.add_argument("--after-file", metavar="FILE", help="write the task's after action here "
-                   "(reboot, poweroff, none) for the caller to carry out")
+                   "(reboot, poweroff, kexec, none) for the caller to carry out")
     p.add_argument("--key", action="append", default=[], metavar="PUB", help="trust this image key (file or text)")
     p.set_defaults(func=_cmd_deploy)
 
@@ -350,6 +369,17 @@ def _wim_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _image_parsers(sub: argparse._SubParsersAction) -> None:
+    state = sub.add_parser("state", help="machine state: what a deploy would capture from an old OS").add_subparsers(
+        dest="state_command", required=True)
+    p = state.add_parser("capture", help="show what would be captured from an OS tree mounted at ROOT (secrets "
+                         "shown as <secret>)")
+    p.add_argument("root", metavar="ROOT")
+    p.add_argument("--ssh-host-keys", action="store_true", help="capture the SSH host keys too (state.ssh_host_keys: "
+                   "keep)")
+    p.add_argument("--root-password", action="store_true", help="capture root's password hash too (migrate "
+                   "admin_password)")
+    p.set_defaults(func=_cmd_state_capture)
+
     image = sub.add_parser("image", help="build, inspect, verify and compare images").add_subparsers(
         dest="image_command", required=True, metavar="SUBCOMMAND")
 

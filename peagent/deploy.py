@@ -12,6 +12,7 @@ the caller, which in the PE is /init: power is PID 1's business.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -29,12 +30,14 @@ from peagent.image.checksums import file_sha256
 from peagent.image.job import FilesSource, WimSource, prepare_image
 from peagent.image.sign import trusted_keys
 from peagent.image.thirdparty import StreamSource
-from peagent.inplace.detect import choose, survey
+from peagent.inplace.detect import Surveyed, choose, survey
 from peagent.inplace.reimage import reimage
 from peagent.inplace.windows import reimage_windows
-from peagent.inventory import Inventory, collect
+from peagent.inventory import Inventory, Partition, collect
+from peagent.newos import Context, capture_old, finish, skip_if_deployed
 from peagent.plan import Plan, make_plan
 from peagent.progress import Progress
+from peagent.state.record import ImageIdentity
 from peagent.status import Reporter
 from peagent.task import Task, parse_task
 
@@ -49,6 +52,10 @@ class DeployOptions:
     status: str | None = None
     keys: tuple[str, ...] = ()  # public keys given at boot (peagent.key=), trusted besides /etc/peagent/keys
     journal_dir: Path | None = None  # where the image writer keeps its journal (the PE: /run/peagent)
+    # Set the firmware's boot entries (and load kexec): only in the PE, where the firmware is the
+    # deployed machine's. Off elsewhere, so that writing a stick from a workstation never edits the
+    # workstation's own boot order.
+    firmware: bool = False
 
 
 def task_lookup_refs(inventory: Inventory) -> list[str]:
@@ -101,9 +108,12 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
     plan = make_plan(task, inventory, options.dps)
     for line in plan.render().splitlines():
         log.info("plan: %s", line)
+    for warning in plan.warnings:
+        reporter.emit("plan", f"warning: {warning}")
     target = plan.target.disk
+    ctx = Context(plan, reporter, tuple(inventory.macs()), options.status, options.journal_dir, options.firmware)
     if isinstance(plan.image, FilesSource | WimSource):
-        _inplace(plan, plan.image, task, options, reporter)
+        _inplace(plan, plan.image, task, options, ctx)
         reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")
         return task
 
@@ -118,6 +128,10 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
             raise ImageError(f"{job.label} ({job.size} bytes) is larger than the target {target.path} "
                              f"({target.size} bytes)")
         reporter.emit("image", f"{job.label}: ready, {job.size if job.size is not None else 'unknown'} bytes")
+    identity = _identity(job.identity) if job is not None else None
+    if skip_if_deployed(ctx, identity):
+        return task
+    captured = capture_old(ctx, target.partitions)
 
     zeroed = False
     if plan.erase is not None:
@@ -146,37 +160,56 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
         progress.finish()
         for line in lines:
             reporter.emit("verify", line)
+        finish(ctx, target, identity or ImageIdentity(job.label, None, None), captured, task.after)
     reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")
     return task
 
 
-def _inplace(plan: Plan, image: FilesSource | WimSource, task: Task, options: DeployOptions,
-             reporter: Reporter) -> None:
+def _identity(parts: tuple[str, str | None, str | None]) -> ImageIdentity | None:
+    name, version, digest = parts
+    return ImageIdentity(name, version, digest) if digest is not None else None
+
+
+def _inplace(plan: Plan, image: FilesSource | WimSource, task: Task, options: DeployOptions, ctx: Context) -> None:
     """Re-image the OS partition in place: images checked and the OS found before anything is deleted."""
     assert plan.inplace is not None
+    reporter = ctx.reporter
     dps = task.dps or options.dps
     mount_parent = options.journal_dir / "mnt" if options.journal_dir is not None else None
     if isinstance(image, WimSource):
         staged = _stage_wims(image, dps, options, reporter)
         content = wim.check_complete(wim.info(staged[0]), image.index, [wim.info(p) for p in staged[1:]])
+        identity = ImageIdentity(f"{Path(urlsplit(image.wim.url).path).name} image {image.index}", None,
+                                 f"sha256:{image.wim.sha256}#{image.index}")
+        if skip_if_deployed(ctx, identity):
+            return
         chosen = choose(survey(plan.candidates, mount_parent), plan.inplace, plan.target.disk.path,
                         task.deployment_id)
         reporter.emit("inplace", chosen.describe())
         if chosen.partition.fstype != "ntfs":
             raise InplaceError(f"{chosen.describe()}: a WIM (Windows) image goes onto an NTFS partition; nothing "
                                "was changed")
+        captured = capture_old(ctx, _capturable(chosen))
         meter = Progress(None, lambda snap: reporter.progress("apply", snap))
         reimage_windows(chosen, plan.inplace, staged[0], content, staged[1:], task.deployment_id,
                         mount_parent=mount_parent, emit=reporter.emit, progress=wim.feed(meter))
         meter.finish()
+        finish(ctx, plan.target.disk, identity, captured, task.after, partitions=plan.target.disk.partitions,
+               os_partitions=[chosen.partition])
         return
     stack = load_stack([s.manifest for s in image.all], dps, trusted_keys(given=options.keys),
                        [s.pin for s in image.all], need_base=True)
     total = sum(i.manifest.size for i in stack)
     reporter.emit("image", f"{' + '.join(i.label for i in stack)}: ready, {total} bytes of file images")
+    digest = hashlib.sha256(",".join(i.manifest_sha256 for i in stack).encode()).hexdigest()
+    identity = ImageIdentity(" + ".join(i.manifest.name for i in stack), " + ".join(i.manifest.version for i in stack),
+                             f"sha256:{digest}")
+    if skip_if_deployed(ctx, identity):
+        return
     chosen = choose(survey(plan.candidates, mount_parent), plan.inplace, plan.target.disk.path,
                     task.deployment_id)
     reporter.emit("inplace", chosen.describe())
+    captured = capture_old(ctx, _capturable(chosen))
     progress = Progress(total, lambda snap: reporter.progress("apply", snap))
     report = reimage(chosen, plan.inplace, stack, task.deployment_id, mount_parent=mount_parent,
                      allow_devices=image.allow_devices, emit=reporter.emit, progress=progress.add)
@@ -186,6 +219,14 @@ def _inplace(plan: Plan, image: FilesSource | WimSource, task: Task, options: De
         reporter.emit("verify", f"{applied.label}: {r.files} files, {r.dirs} directories, {r.symlinks} symlinks, "
                       f"{r.bytes} bytes applied ({r.kept} left to kept data), {applied.fetched} bytes fetched, "
                       "every frame verified")
+    finish(ctx, plan.target.disk, identity, captured, task.after, partitions=plan.target.disk.partitions,
+           os_partitions=[chosen.partition])
+
+
+def _capturable(chosen: Surveyed) -> list[Partition]:
+    """The partition to capture from: none when an interrupted re-image already deleted part of the old OS
+    (its capture, saved by that run, is used instead: peagent.newos.capture_old)."""
+    return [] if chosen.os is None or chosen.os.resuming else [chosen.partition]
 
 
 def _stage_wims(image: WimSource, dps: tuple[str, ...], options: DeployOptions, reporter: Reporter) -> list[Path]:

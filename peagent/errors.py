@@ -18,6 +18,7 @@ Exit statuses:
 6  image: unusable image (too large, unknown format)
 7  device: reading or writing a disk failed
 8  erase: a disk could not be erased, cannot do the erase asked for, or is not verifiably erased
+9  state: the old OS's state could not be captured, or the new OS could not be given its state or boot entry
 == ==================================================
 """
 
@@ -189,6 +190,13 @@ def describe(value: object) -> str:
         return f"a list of {len(value)} items"
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:56] + '..."'
+
+
+class StateError(PeagentError):
+    """Capturing the old OS's state, writing the new OS's, or setting its boot entry failed."""
+
+    code = "state.failed"
+    exit_status = 9
 
 
 class UsageError(PeagentError):

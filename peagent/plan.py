@@ -14,7 +14,7 @@ it, tests can assert it, and a deploy refuses before its first write when any of
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from peagent.disk.erase import EraseSpec, check_erase
@@ -27,8 +27,12 @@ from peagent.inplace.detect import OS_FILESYSTEMS
 from peagent.inplace.policy import LINUX_KEEP, WINDOWS_DELETE
 from peagent.inplace.spec import InplaceSpec
 from peagent.inventory import Disk, Inventory, Partition
+from peagent.state.merge import resolve
+from peagent.state.model import REDACTED, DomainJoin, Interface, MachineState
+from peagent.state.spec import StateSpec
+from peagent.state.template import Identity
 from peagent.target import Selection, select_target
-from peagent.task import MachineMatch, Task
+from peagent.task import BootSpec, MachineMatch, Task
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,22 @@ class Plan:
     after: str
     inplace: InplaceSpec | None = None
     candidates: tuple[Partition, ...] = ()  # in place: the partitions to look into for the OS
+    state_spec: StateSpec | None = None
+    state: MachineState | None = None  # the task's state for this machine (templates filled)
+    warnings: tuple[str, ...] = ()
+    skip_if_deployed: bool = False
+    boot: BootSpec = field(default_factory=BootSpec)
 
     def steps(self) -> list[str]:
         disk = self.target.disk
         steps = []
+        if self.skip_if_deployed:
+            steps.append(f"read the deployment records on {disk.path} (read-only); stop here, changing nothing, if "
+                         "one shows this very image")
+        if self.state_spec is not None and self.state_spec.migrate:
+            where = "the partition re-imaged in place" if self.inplace is not None else f"{disk.path}'s partitions"
+            steps.append(f"capture the old OS's state from {where} (mounted read-only) before anything is "
+                         f"written: {', '.join(self.state_spec.migrate)}; refuse if more than one OS is found")
         if self.erase is not None:
             steps += [f"erase {disk.path} ({self.erase.mode}): {line}" for line in self.erase_steps]
         if self.layout is not None:
@@ -67,8 +83,27 @@ class Plan:
                       "the bmap's range checksums" if self.image.bmap not in (None, "auto") else ""]
             steps += [f"stream {self.image.url} ({self.image.compression}, {size}) onto {disk.path}",
                       f"verify {' and '.join(p for p in proofs if p)} over every byte written"]
-        steps.append({"reboot": "reboot", "poweroff": "power off", "none": "stay up"}[self.after])
+        if self.image is not None:
+            steps += self._state_steps()
+        after = {"reboot": "reboot", "poweroff": "power off", "kexec": "kexec into the new OS's kernel",
+                 "none": "stay up"}
+        steps.append(after[self.after])
         return steps
+
+    def _state_steps(self) -> list[str]:
+        given = []
+        if self.state is not None:
+            given = [f"{name} {_shown(getattr(self.state, name))}" for name in self.state.set_fields()]
+        migrate = self.state_spec.migrate if self.state_spec is not None else ()
+        given += [f"from the old OS: {', '.join(migrate)}"] if migrate else []
+        first = ("find the one OS the image holds and give it " + (f"its state ({'; '.join(given)}), " if given else "")
+                 + "a deployment record and a first-boot unit that reports completion under this deployment id")
+        if self.state is None:
+            first += " (an image without an OS is left as written)"
+        entry = repr(self.boot.label) if self.boot.label else "named after the image"
+        how = "as a one-time boot (BootNext)" if self.boot.once else "first in BootOrder"
+        return [first, f"UEFI: a boot entry {entry} for its loader {how}, the old OS's entries on "
+                f"{self.target.disk.path} removed; BIOS: check the disk's boot code"]
 
     def _inplace_steps(self, image: FilesSource | WimSource) -> list[str]:
         assert self.inplace is not None
@@ -110,6 +145,7 @@ class Plan:
             lines.append(f"overwrites (allowed by the task): {', '.join(self.destroys)}")
         if self.image_urls:
             lines.append("image sources: " + ", ".join(self.image_urls))
+        lines += [f"warning: {w}" for w in self.warnings]
         lines.append("steps:")
         lines += [f"  {i}. {step}" for i, step in enumerate(self.steps(), 1)]
         return "\n".join(lines)
@@ -136,6 +172,9 @@ class Plan:
             "partitions": None if self.layout is None else self.layout.to_dict(),
             "image": image,
             "inplace": inplace,
+            "state": None if self.state is None else self.state.public(),
+            "migrate": list(self.state_spec.migrate) if self.state_spec is not None else [],
+            "warnings": list(self.warnings),
             "steps": self.steps(),
             "after": self.after,
         }
@@ -181,9 +220,33 @@ def make_plan(task: Task, inventory: Inventory, boot_dps: tuple[str, ...] = ()) 
     if destroys and not task.target.allow_overwrite:
         raise TargetError(f"{disk.summary()} holds data this deploy would destroy ({', '.join(destroys)}); "
                           "set target.allow_overwrite to true to overwrite it")
+    state, warnings = None, []
+    if task.state is not None:
+        if task.image is None:
+            raise TaskError("state", "no state without an image (the state is given to the OS an image writes)",
+                            "a state section")
+        os_name = task.state.os or ("windows" if isinstance(task.image, WimSource) else None)
+        state, warnings = resolve(task.state, Identity.of(inventory), os_name)
     return Plan(deployment_id=task.deployment_id, target=selection, erase=task.target.erase,
                 erase_steps=tuple(erase_steps), layout=layout, image=task.image, image_urls=tuple(urls),
-                destroys=destroys, after=task.after, inplace=task.target.inplace, candidates=candidates)
+                destroys=destroys, after=task.after, inplace=task.target.inplace, candidates=candidates,
+                state_spec=task.state, state=state, warnings=tuple(warnings),
+                skip_if_deployed=task.skip_if_deployed, boot=task.boot)
+
+
+def _shown(value: object) -> str:
+    """A state value for the plan: secrets as a placeholder, interfaces by MAC and addresses."""
+    if isinstance(value, tuple):
+        return ", ".join(_shown(v) for v in value)
+    if isinstance(value, Interface):
+        if not value.addresses:
+            return f"{value.mac} DHCP"
+        via = f" via {value.gateway}" if value.gateway else ""
+        dns = f" dns {' '.join(value.dns)}" if value.dns else ""
+        return f"{value.mac} {' '.join(value.addresses)}{via}{dns}"
+    if isinstance(value, DomainJoin):
+        return f"{value.domain} as {value.username} (password {REDACTED})" + (f" in {value.ou}" if value.ou else "")
+    return str(value)
 
 
 def inplace_candidates(spec: InplaceSpec, disk: Disk) -> tuple[Partition, ...]:

@@ -35,6 +35,7 @@ class Event:
     rate: float | None = None
     eta: float | None = None
     error_code: str | None = None
+    data: dict[str, Any] | None = None  # a step's structured result (the captured state, public part)
 
 
 class Reporter:

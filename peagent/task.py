@@ -15,7 +15,11 @@ A task is a small, versioned JSON document, usually served by a distribution poi
       "image": {"manifest": "images/ws/manifest.json",  # a peagent image (docs/image-format.md),
                 "manifest_sha256": "<64 hex digits>",   # pinned (optional: else it must be signed)
                 "layers": [{"manifest": ...}, ...]},    # with inplace: file image layers over the base
-      "after": "reboot"                              # "reboot", "poweroff" or "none"
+      "state": {...},                                # optional: who the new OS is (peagent.state.spec)
+      "skip_if_deployed": false,                     # true: do nothing when the disk's deployment
+                                                     #   record shows this very image (peagent.state.record)
+      "boot": {"once": false, "label": "Debian"},    # optional: the UEFI entry (peagent.boot)
+      "after": "reboot"                              # "reboot", "poweroff", "kexec" or "none"
     }
 
 With ``target.inplace`` (peagent.inplace.spec) the image is a file image (kind files) and its
@@ -41,7 +45,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -54,10 +58,11 @@ from peagent.image.job import FilesSource, ImageSource, ManifestSource, WimFile,
 from peagent.image.thirdparty import StreamSource
 from peagent.inplace.spec import InplaceSpec, parse_inplace
 from peagent.schema import Fields
+from peagent.state.spec import StateSpec, parse_state
 
 T = TypeVar("T")
 TASK_VERSION = 1
-AFTER_ACTIONS = ("reboot", "poweroff", "none")
+AFTER_ACTIONS = ("reboot", "poweroff", "kexec", "none")
 COMPRESSIONS = ("auto", "none", "gzip", "xz", "bzip2", "zstd")
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -87,6 +92,14 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class BootSpec:
+    """The new OS's UEFI boot entry: a one-time boot (BootNext) or first in BootOrder; its label."""
+
+    once: bool = False
+    label: str | None = None  # default: the image's name
+
+
+@dataclass(frozen=True)
 class Task:
     version: int
     deployment_id: str
@@ -95,6 +108,9 @@ class Task:
     target: TargetSpec
     image: ImageSource | FilesSource | WimSource | None  # None: the task only prepares the disk
     after: str
+    state: StateSpec | None = None
+    skip_if_deployed: bool = False
+    boot: BootSpec = field(default_factory=BootSpec)
 
 
 def parse_task(text: str | bytes) -> Task:
@@ -123,6 +139,9 @@ def parse_task(text: str | bytes) -> Task:
         target=target,
         image=_image(top.get("image", dict, "an object with url and sha256", None), files=target.inplace is not None),
         after=top.get("after", str, f"one of {', '.join(AFTER_ACTIONS)}", "reboot"),
+        state=_state(top.get("state", dict, "an object: computer_name, network, migrate, ...", None)),
+        skip_if_deployed=top.get("skip_if_deployed", bool, "true or false", False),
+        boot=_boot(top.get("boot", dict, "an object with once and label", {})),
     )
     if task.after not in AFTER_ACTIONS:
         raise TaskError("after", f"one of {', '.join(AFTER_ACTIONS)}", describe(task.after))
@@ -148,6 +167,10 @@ def _check_work(task: Task) -> None:
             if getattr(target, name) is not None:
                 raise TaskError(f"target.{name}", f"no {name} with target.inplace (an in-place re-image keeps the "
                                 "disk's partitions and their data)", f"target.{name}")
+    if task.after == "kexec" and (isinstance(task.image, WimSource) or (task.state and task.state.os == "windows")):
+        raise TaskError("after", "reboot, poweroff or none for a Windows image (kexec starts a Linux kernel)", "kexec")
+    if task.after == "kexec" and task.image is None:
+        raise TaskError("after", "reboot, poweroff or none when no image is written (nothing to kexec into)", "kexec")
     if task.image is None and target.partitions is None and target.erase is None:
         raise TaskError("image", "an image to deploy, or target.erase or target.partitions to prepare the "
                         "disk", "none of them")
@@ -157,6 +180,20 @@ def _check_work(task: Task) -> None:
     if task.image is not None and task.target.partitions is not None:
         raise TaskError("target.partitions", "no layout with a whole-disk image (the image brings its own "
                         "partition table)", "a layout")
+
+
+def _state(obj: dict | None) -> StateSpec | None:
+    return None if obj is None else parse_state(obj, "state")
+
+
+def _boot(obj: object) -> BootSpec:
+    f = Fields(obj, "boot")
+    once = f.get("once", bool, "true or false (a one-time boot with BootNext)", False)
+    label = f.get("label", str, "the UEFI boot entry's label", None)
+    if label is not None and not re.fullmatch(r"[\x20-\x7e]{1,64}", label):
+        raise TaskError("boot.label", "1-64 printable ASCII characters", describe(label))
+    f.done()
+    return BootSpec(once=once, label=label)
 
 
 def _machine(obj: object) -> MachineMatch:

@@ -77,6 +77,11 @@ class ImageJob(Protocol):
     label: str
     size: int | None  # bytes of the image, when known before writing
 
+    @property
+    def identity(self) -> tuple[str, str | None, str | None]:
+        """Name, version and a digest naming the image's exact content ("sha256:<hex>"), for records."""
+        ...
+
     def write(self, target: str, *, target_zeroed: bool, progress: Callable[[int], None],
               on_retry: Callable[[str], None] | None) -> list[str]:
         """Write and verify; the report's lines. Raises on anything short of a verified image."""
@@ -95,6 +100,10 @@ class _FrameJob:
     @property
     def size(self) -> int:
         return self.image.manifest.size
+
+    @property
+    def identity(self) -> tuple[str, str | None, str | None]:
+        return self.image.manifest.name, self.image.manifest.version, f"sha256:{self.image.manifest_sha256}"
 
     def write(self, target: str, *, target_zeroed: bool, progress: Callable[[int], None],
               on_retry: Callable[[str], None] | None) -> list[str]:
@@ -117,6 +126,11 @@ class _StreamJob:
     @property
     def size(self) -> int | None:
         return self.job.expected_size
+
+    @property
+    def identity(self) -> tuple[str, str | None, str | None]:
+        digest = self.job.digest or self.job.compressed_digest
+        return self.job.name or self.source.url, None, f"{digest.algorithm}:{digest.hex}" if digest else None
 
     def write(self, target: str, *, target_zeroed: bool, progress: Callable[[int], None],
               on_retry: Callable[[str], None] | None) -> list[str]:

@@ -151,9 +151,10 @@ def _os_release(text: str) -> dict[str, str]:
     return fields
 
 
-def read_small(root: Path, rel: str, *, head: int | None = None, nocase: bool = False) -> bytes | None:
+def read_small(root: Path, rel: str, *, head: int | None = None, nocase: bool = False,
+               limit: int = SMALL) -> bytes | None:
     """The regular file ``rel`` under ``root`` (its first ``head`` bytes when given), reached without
-    following a symlink; None when it is not there, not a regular file, or whole and bigger than SMALL."""
+    following a symlink; None when it is not there, not a regular file, or whole and bigger than ``limit``."""
     here = root
     for i, name in enumerate(rel.split("/")):
         if nocase:
@@ -172,13 +173,13 @@ def read_small(root: Path, rel: str, *, head: int | None = None, nocase: bool = 
         last = i == rel.count("/")
         if not (stat.S_ISREG(st.st_mode) if last else stat.S_ISDIR(st.st_mode)):
             return None
-    if head is None and st.st_size > SMALL:
+    if head is None and st.st_size > limit:
         return None
     try:
         fd = os.open(here, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        return os.read(fd, SMALL if head is None else head)
+        return os.read(fd, limit if head is None else head)
     finally:
         os.close(fd)

@@ -25,7 +25,7 @@ from peagent import deploy as deploy_module
 from peagent.cli import main
 from peagent.deploy import DeployOptions, deploy
 from peagent.errors import ImageError, InplaceError, NoSpaceError, UnknownOSError
-from peagent.inventory import Inventory
+from peagent.inventory import Inventory, Nic
 from peagent.status import Reporter
 from tests.support.blockdev import inspect, mounted
 from tests.support.dp import embedded_dp
@@ -42,6 +42,15 @@ UUID=2222-shared /home/shared ext4 defaults 0 2
 """
 NEW_FSTAB = "UUID=5e3d0a1c-7a2b-4c6d-9e8f-0d1e2f3a4b5c / ext4 errors=remount-ro 0 1\n" \
             "UUID=DE30-E5F0 /boot/efi vfat umask=0077,nofail 0 0\n"
+
+
+# What giving the new OS its state adds to it (peagent.state.linux_target): the deployment record,
+# the first-boot units and script, machine-id.
+STATE_WRITES = ("var", "etc/systemd/system", "usr/local", "etc/machine-id")
+MAC = "52:54:00:12:34:56"
+OLD_NETWORK = f"[Match]\nMACAddress={MAC}\n\n[Network]\nAddress=192.168.7.20/24\nGateway=192.168.7.1\nDNS=192.168.7.1\n"
+OLD_HOST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb2xkIGhvc3Qga2V5\n-----END OPENSSH PRIVATE KEY-----\n"
+ROOT_HASH = "$6$oldsalt$Vq3oldhashvalue0123456789abcdefABCDEF./"
 
 
 def write(root: Path, rel: str, data: bytes | str, mode: int = 0o644) -> None:
@@ -67,6 +76,12 @@ def old_os(root: Path) -> None:
     os.link(root / "home/ann/docs/report.bin", root / "home/ann/report-link")
     os.chown(root / "home/ann/docs/report.bin", 1000, 1000)
     write(root, "srv/www/index.html", "<p>the site</p>")
+    # Its identity, for the state capture.
+    write(root, "etc/hostname", "old-host\n")
+    write(root, "etc/systemd/network/10-static.network", OLD_NETWORK)
+    write(root, "etc/ssh/ssh_host_ed25519_key", OLD_HOST_KEY, 0o600)
+    write(root, "etc/ssh/ssh_host_ed25519_key.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOld old-host\n")
+    write(root, "etc/shadow", f"root:{ROOT_HASH}:19000:0:99999:7:::\nann:!:19000:0:99999:7:::\n", 0o640)
 
 
 def user_data(root: Path) -> dict[str, tuple]:
@@ -86,6 +101,9 @@ def trees(tmp_path: Path) -> dict[str, Path]:
     write(base, "etc/os-release", 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n')
     write(base, "etc/fstab", NEW_FSTAB)
     write(base, "etc/hostname", "new-os\n")
+    write(base, "etc/shadow", "root:*:19000:0:99999:7:::\n", 0o640)
+    write(base, "etc/systemd/network/80-dhcp.network", "[Match]\nType=ether\n\n[Network]\nDHCP=yes\n")
+    write(base, "usr/lib/systemd/systemd", os.urandom(1000), 0o755)  # a systemd OS: first-boot units
     write(base, "usr/bin/new-tool", os.urandom(400_000), 0o755)
     write(base, "usr/lib/libnew.so", os.urandom(1_500_000))
     os.symlink("usr/lib", base / "lib")
@@ -186,6 +204,63 @@ def run(tmp_path: Path, dp: Site, device: str, layers: list[str] | None = None, 
     return events
 
 
+def test_the_old_oses_identity_is_captured_before_the_wipe_and_given_to_the_new_one(disk, dp, tmp_path,
+                                                                                   monkeypatch) -> None:
+    device, mnt = disk
+    monkeypatch.setattr(deploy_module, "collect", lambda: Inventory(disks=(inspect(device),), nics=(Nic("eth0", MAC),)))
+    path = Path(task(tmp_path, dp, device, ["app1"]))
+    doc = json.loads(path.read_text())
+    doc["state"] = {"migrate": ["computer_name", "ip_address", "admin_password"], "ssh_host_keys": "keep",
+                    "timezone": "Europe/Berlin"}
+    path.write_text(json.dumps(doc))
+    events: list[dict] = []
+    reporter = Reporter("http://status.invalid/")  # every event is posted: what the DP would see
+    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
+    deploy(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
+    with mounted(f"{device}p2", mnt):
+        assert (mnt / "etc/hostname").read_text() == "old-host\n"  # migrated, over the image's new-os
+        assert "127.0.1.1\told-host" in (mnt / "etc/hosts").read_text()
+        [network] = (mnt / "etc/systemd/network").glob("10-peagent-*.network")
+        assert f"MACAddress={MAC}" in network.read_text() and "Address=192.168.7.20/24" in network.read_text()
+        assert (mnt / "etc/ssh/ssh_host_ed25519_key").read_text() == OLD_HOST_KEY  # kept, as the task asks
+        assert (mnt / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
+        assert (mnt / "etc/shadow").read_text().startswith(f"root:{ROOT_HASH}:")
+        assert os.readlink(mnt / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
+        assert (mnt / "etc/machine-id").read_text() == "uninitialized\n"
+        record = json.loads((mnt / "var/lib/peagent/deployment.json").read_text())
+        assert record["deployment_id"] == "inplace-1" and record["state"]["computer_name"] == "old-host"
+        assert record["image"]["name"] == "base + app1" and record["image"]["digest"].startswith("sha256:")
+        assert (mnt / "etc/systemd/system/multi-user.target.wants/peagent-firstboot.service").is_symlink()
+        assert (mnt / "home/ann/.bashrc").read_text() == "ann's own rc\n"
+    shown = json.dumps(events, default=str)
+    assert ROOT_HASH not in shown and "b2xkIGhvc3Qga2V5" not in shown
+    capture = next(e for e in events if e["phase"] == "capture" and e["data"])
+    assert capture["data"]["computer_name"] == "old-host" and "Debian GNU/Linux 11" in capture["message"]
+    phases = [e["phase"] for e in events]
+    assert phases.index("capture") < phases.index("delete") < phases.index("apply") < phases.index("state")
+
+    # The same images again with skip_if_deployed: the record says they are there, so nothing is touched.
+    with mounted(f"{device}p2", mnt):
+        write(mnt, "etc/planted", "a re-image would delete this")
+    doc["skip_if_deployed"] = True
+    path.write_text(json.dumps(doc))
+    events.clear()
+    deploy(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
+    skipped = [e["message"] for e in events if e["phase"] == "skipped"]
+    assert len(skipped) == 1 and "already runs base + app1 1 + 1" in skipped[0] and "nothing was changed" in skipped[0]
+    assert "delete" not in [e["phase"] for e in events]
+    with mounted(f"{device}p2", mnt):
+        assert (mnt / "etc/planted").exists()
+    # Another layer makes it another image: deployed.
+    doc["image"]["layers"].append({"manifest": "images/app3/manifest.json"})
+    path.write_text(json.dumps(doc))
+    events.clear()
+    deploy(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
+    assert "skipped" not in [e["phase"] for e in events]
+    with mounted(f"{device}p2", mnt):
+        assert not (mnt / "etc/planted").exists() and (mnt / "etc/app3.conf").exists()
+
+
 def test_the_old_os_goes_the_new_one_comes_and_the_user_data_stays(disk, dp, tmp_path) -> None:
     device, mnt = disk
     with mounted(f"{device}p2", mnt):
@@ -197,7 +272,10 @@ def test_the_old_os_goes_the_new_one_comes_and_the_user_data_stays(disk, dp, tmp
         os_now = listing(mnt, skip=("home", "srv", "opt/data", "lost+found", "etc/fstab"))
         expected = expected_os(dp.trees)
         expected.pop("etc/fstab")
-        assert os_now == {k: v for k, v in expected.items() if not k.startswith(("home", "srv"))} | {"opt": "dir"}
+        written = {k for k in set(os_now) - set(expected) if k.startswith(STATE_WRITES)}  # record, first boot
+        assert {k: v for k, v in os_now.items() if k not in written} == \
+            {k: v for k, v in expected.items() if not k.startswith(("home", "srv"))} | {"opt": "dir"}
+        assert "var/lib/peagent/deployment.json" in written and (mnt / "etc/machine-id").read_text() == "uninitialized\n"
         fstab = (mnt / "etc/fstab").read_text()
         uuid = subprocess.run(["blkid", "-s", "UUID", "-o", "value", f"{device}p2"], capture_output=True,
                               text=True, check=True).stdout.strip()

@@ -23,11 +23,12 @@ from peagent import deploy as deploy_module
 from peagent.deploy import DeployOptions, deploy
 from peagent.errors import VerifyError
 from peagent.files import ntfs, wim
-from peagent.inventory import Inventory
+from peagent.inventory import Inventory, Nic
 from peagent.status import Reporter
 from tests.integration.test_wim import FILE_SD, ZONE, xattr
 from tests.support.blockdev import inspect
 from tests.support.dp import embedded_dp
+from tests.support.hive import PRODUCT_KEY, security_tree, software_tree, system_tree, windows_tree
 
 pytestmark = pytest.mark.root
 
@@ -42,9 +43,8 @@ def site(loop, tmp_path: Path) -> Iterator[tuple[str, str]]:
     subprocess.run(["mkntfs", "--fast", "--quiet", "--force", device], check=True)
     (tmp_path / "golden").mkdir()
     with ntfs.mounted(device, tmp_path / "golden") as root:
-        config = root / "Windows" / "System32" / "config"
-        config.mkdir(parents=True)
-        (config / "SYSTEM").write_bytes(b"regf" + b"\0" * 4092)
+        # The new Windows: generalized, its own (image) computer name, no product key.
+        windows_tree(root, system=system_tree(mac_override=None), software=software_tree(key=None))
         (root / "Windows" / "explorer.exe").write_bytes(b"MZ new explorer")
         os.setxattr(root / "Windows" / "explorer.exe", "system.ntfs_acl", NEW_SD)
         (root / "Users" / "Default").mkdir(parents=True)
@@ -67,9 +67,8 @@ def disk(loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     subprocess.run(["mkntfs", "--fast", "--quiet", "--force", "-L", "Windows", f"{device}p1"], check=True)
     (tmp_path / "old").mkdir()
     with ntfs.mounted(f"{device}p1", tmp_path / "old") as root:
-        config = root / "Windows" / "System32" / "config"
-        config.mkdir(parents=True)
-        (config / "SYSTEM").write_bytes(b"regf" + b"\0" * 8188)
+        # The old Windows: WS-0042, owner IT, a product key, a static address for the NIC this machine has.
+        windows_tree(root, system=system_tree(), software=software_tree(), security=security_tree(member=False))
         (root / "Windows" / "old.dll").write_bytes(os.urandom(2 * MiB))
         (root / "Program Files" / "Old App").mkdir(parents=True)
         (root / "Program Files" / "Old App" / "app.exe").write_bytes(os.urandom(MiB))
@@ -84,17 +83,51 @@ def disk(loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         (root / "Users" / "Public" / "desktop.ini").write_text("old public\r\n")
         (root / "Data").mkdir()
         (root / "Data" / "ledger.xlsx").write_bytes(b"numbers")
-    monkeypatch.setattr(deploy_module, "collect", lambda: Inventory(disks=(inspect(device),)))
+    monkeypatch.setattr(deploy_module, "collect", lambda: Inventory(disks=(inspect(device),),
+                                                                    nics=(Nic("eth0", "52:54:00:12:34:56"),)))
     return device
 
 
-def task(tmp_path: Path, url: str, digest: str, device: str) -> str:
+def task(tmp_path: Path, url: str, digest: str, device: str, state: dict | None = None) -> str:
     path = tmp_path / "task.json"
     path.write_text(json.dumps({
         "version": 1, "id": "win-inplace-1", "dps": [url], "after": "none",
         "target": {"hints": {"name": device}, "inplace": {"headroom": "1MiB"}},
-        "image": {"wim": "images/new.wim", "sha256": digest, "index": 1}}))
+        "image": {"wim": "images/new.wim", "sha256": digest, "index": 1}, **({"state": state} if state else {})}))
     return str(path)
+
+
+ADMIN_PASSWORD = "Tr0ub4dor&3-never-logged"
+
+
+def test_the_old_windows_identity_is_captured_before_the_wipe_and_given_to_the_new_one(site, disk, tmp_path) -> None:
+    url, digest = site
+    events: list[dict] = []
+    reporter = Reporter(None)
+    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
+    state = {"migrate": ["computer_name", "user_name", "organization", "product_key", "ip_address", "timezone"],
+             "admin_password": ADMIN_PASSWORD, "workgroup": "LAB"}
+    deploy(DeployOptions(task=task(tmp_path, url, digest, disk, state), journal_dir=tmp_path / "run"), reporter)
+    (tmp_path / "check").mkdir()
+    with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
+        xml = (root / "Windows" / "Panther" / "unattend.xml").read_text()
+        record = json.loads((root / "ProgramData" / "peagent" / "deployment.json").read_text())
+        setup_complete = (root / "Windows" / "Setup" / "Scripts" / "SetupComplete.cmd").read_text()
+    assert "<ComputerName>WS-0042</ComputerName>" in xml  # captured from the old Windows' SYSTEM hive
+    assert "<RegisteredOwner>IT</RegisteredOwner>" in xml and "<TimeZone>W. Europe Standard Time</TimeZone>" in xml
+    assert f"<ProductKey>{PRODUCT_KEY}</ProductKey>" in xml  # decoded from DigitalProductId
+    assert "<Identifier>52-54-00-12-34-56</Identifier>" in xml and "192.168.10.50/24" in xml
+    assert "<JoinWorkgroup>LAB</JoinWorkgroup>" in xml
+    assert ADMIN_PASSWORD not in xml  # encoded, as unattend.xml wants it
+    assert "firstboot.ps1" in setup_complete
+    assert record["deployment_id"] == "win-inplace-1" and record["state"]["computer_name"] == "WS-0042"
+    assert record["state"]["product_key"] == "<secret>"
+    shown = json.dumps(events, default=str)
+    for secret in (ADMIN_PASSWORD, PRODUCT_KEY):
+        assert secret not in shown  # not in status, not in the captured state the DP gets
+    capture = next(e for e in events if e["phase"] == "capture" and e["data"])
+    assert capture["data"]["computer_name"] == "WS-0042" and capture["data"]["product_key"] == "<secret>"
+    assert not (tmp_path / "run" / "captured-win-inplace-1.json").exists()  # given to the new OS: not kept
 
 
 def test_the_old_windows_goes_the_new_one_comes_and_alice_s_files_stay(site, disk, tmp_path) -> None:
@@ -105,8 +138,10 @@ def test_the_old_windows_goes_the_new_one_comes_and_alice_s_files_stay(site, dis
     deploy(DeployOptions(task=task(tmp_path, url, digest, disk), journal_dir=tmp_path / "run"), reporter)
     (tmp_path / "check").mkdir()
     with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
-        assert sorted(os.listdir(root)) == ["Data", "Users", "Windows"]
-        assert sorted(os.listdir(root / "Windows")) == ["System32", "explorer.exe"]  # not old.dll
+        # ProgramData/peagent, Panther and Setup hold the deployment record, answer file and first-boot report.
+        assert sorted(os.listdir(root)) == ["Data", "ProgramData", "Users", "Windows"]
+        assert sorted(os.listdir(root / "ProgramData")) == ["peagent"]
+        assert sorted(os.listdir(root / "Windows")) == ["Panther", "Setup", "System32", "explorer.exe"]  # not old.dll
         assert xattr(root / "Windows" / "explorer.exe", "system.ntfs_acl") == NEW_SD  # NTFS mode: metadata kept
         assert sorted(os.listdir(root / "Users")) == ["Alice", "Default", "Public"]
         thesis = root / "Users" / "Alice" / "Documents" / "Thesis.docx"
@@ -153,5 +188,5 @@ def test_a_rerun_after_a_cut_apply_resumes_and_brings_the_users_back(site, disk,
     deploy(DeployOptions(task=task(tmp_path, url, digest, disk), journal_dir=tmp_path / "run"), reporter)
     assert any("resuming" in e["message"] and "(at: apply)" in e["message"] for e in events)
     with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
-        assert sorted(os.listdir(root)) == ["Data", "Users", "Windows"]
+        assert sorted(os.listdir(root)) == ["Data", "ProgramData", "Users", "Windows"]
         assert (root / "Users" / "Alice" / "Documents" / "Thesis.docx").read_bytes() == b"years of work"

@@ -21,7 +21,7 @@ def write(tmp_path: Path, name: str, doc: object) -> str:
 
 def test_help_lists_only_working_commands() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert sorted(commands) == ["apply", "deploy", "image", "inventory", "keys", "plan", "serve", "wim", "write"]
+    assert sorted(commands) == ["apply", "deploy", "image", "inventory", "keys", "plan", "serve", "state", "wim", "write"]
 
 
 def test_plan_from_a_captured_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,7 +31,7 @@ def test_plan_from_a_captured_inventory(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["plan", task, "--inventory", inv, "--dp", "http://dp/"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("deployment p1\ntarget: /dev/vda (10.7 GB virtio, unknown model, serial S1)\n")
-    assert "  3. stay up\n" in out
+    assert "  5. stay up\n" in out
     assert main(["plan", task, "--inventory", inv, "--dp", "http://dp/", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["image"]["sources"] == ["http://dp/img.raw"]
 
@@ -40,7 +40,7 @@ def test_errors_map_to_exit_statuses_with_their_message(tmp_path: Path, caplog: 
     inv = write(tmp_path, "inv.json", INV.to_dict())
     bad = write(tmp_path, "bad.json", {"version": 1, "image": {"url": "x", "sha256": "d" * 64}, "after": "halt"})
     assert main(["plan", bad, "--inventory", inv]) == 2
-    assert "error [task.invalid]: after: expected one of reboot, poweroff, none, found \"halt\"" in caplog.text
+    assert "error [task.invalid]: after: expected one of reboot, poweroff, kexec, none, found \"halt\"" in caplog.text
     two = Inventory(disks=(*INV.disks, Disk(name="vdb", path="/dev/vdb", size=1 << 30)))
     inv2 = write(tmp_path, "inv2.json", two.to_dict())
     ok = write(tmp_path, "ok.json", {"version": 1, "image": {"url": "x", "sha256": "d" * 64}})
@@ -88,3 +88,14 @@ def test_write_a_third_party_file(tmp_path: Path) -> None:
     assert main(["write", str(tmp_path / "x.img"), str(tmp_path / "out"), "--sha256", "xyz"]) == 2
     assert main(["write", str(tmp_path / "x.img"), str(tmp_path / "out"), "--sha256", digest,
                  "--limit-rate", "fast"]) == 2
+
+
+def test_state_capture_shows_what_a_deploy_would_keep_without_secrets(tmp_path: Path, capsys) -> None:
+    from tests.support.hive import PRODUCT_KEY, software_tree, system_tree, windows_tree
+
+    windows_tree(tmp_path, system=system_tree(), software=software_tree())
+    assert main(["state", "capture", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert doc["os"] == "windows" and doc["state"]["computer_name"] == "WS-0042"
+    assert doc["state"]["product_key"] == "<secret>" and PRODUCT_KEY not in out

@@ -38,7 +38,11 @@ def test_plan_resolves_sources_and_lists_steps() -> None:
         "steps:",
         "  1. stream images/x.img.zst (zstd, 1048576 bytes) onto /dev/vda",
         f"  2. verify sha256 {SHA} over every byte written",
-        "  3. power off",
+        "  3. find the one OS the image holds and give it a deployment record and a first-boot unit that reports "
+        "completion under this deployment id (an image without an OS is left as written)",
+        "  4. UEFI: a boot entry named after the image for its loader first in BootOrder, the old OS's entries on "
+        "/dev/vda removed; BIOS: check the disk's boot code",
+        "  5. power off",
     ]
     doc = plan.to_dict()
     assert doc["target"]["path"] == "/dev/vda" and doc["image"]["sources"][1].startswith("http://dp2/")
@@ -211,6 +215,10 @@ def test_an_inplace_plan_looks_into_every_partition_an_os_lives_on() -> None:
         "opt/data; Windows Windows, Program Files, Program Files (x86), ProgramData, ... (docs/inplace.md)",
         f"apply {stack} into it, frame by frame verified, kept paths untouched",
         "rewrite etc/fstab for this partition, carrying the old OS's swap and mounts of kept data",
+        "find the one OS the image holds and give it a deployment record and a first-boot unit that reports "
+        "completion under this deployment id (an image without an OS is left as written)",
+        "UEFI: a boot entry named after the image for its loader first in BootOrder, the old OS's entries on /dev/vda "
+        "removed; BIOS: check the disk's boot code",
         "reboot",
     ]
     rendered = plan.render()
@@ -268,3 +276,43 @@ def test_an_inplace_layer_without_dps_is_named_by_its_index() -> None:
         make_plan(t, OS_INV, ())
     assert (info.value.field, info.value.found) == ("image.layers[0].manifest",
                                                     "the relative path 'app/manifest.json' and no DPs")
+
+
+def test_kexec_needs_a_linux_image() -> None:
+    wim = {"version": 1, "id": "d1", "after": "kexec", "target": {"inplace": {}},
+           "image": {"wim": "images/w.wim", "sha256": "0" * 64}}
+    with pytest.raises(TaskError, match=r"^after: expected reboot, poweroff or none for a Windows image"):
+        parse_task(json.dumps(wim))
+    erase_only = {"version": 1, "id": "d1", "after": "kexec", "target": {"erase": "metadata",
+                                                                         "allow_overwrite": True}}
+    with pytest.raises(TaskError, match="nothing to kexec into"):
+        parse_task(json.dumps(erase_only))
+
+
+def test_the_state_is_resolved_for_this_machine_and_shown_without_secrets() -> None:
+    doc = json.loads(json.dumps({"version": 1, "id": "d1", "image": {"manifest": "images/x/manifest.json"},
+                                 "state": {"computer_name": "ws-{mac[-4:]}", "admin_password": "Sup3r-s3cret",
+                                           "network": [{"mac": "52:54:00:12:34:56", "addresses": ["10.0.0.5/24"],
+                                                        "gateway": "10.0.0.1"}],
+                                           "migrate": ["timezone"]},
+                                 "boot": {"once": True, "label": "WS"}}))
+    plan = make_plan(parse_task(json.dumps(doc)), INV, ("http://dp/",))
+    text = plan.render() + json.dumps(plan.to_dict())
+    assert "Sup3r-s3cret" not in text
+    assert ("find the one OS the image holds and give it its state (computer_name ws-3456; admin_password <secret>; "
+            "interfaces 52:54:00:12:34:56 10.0.0.5/24 via 10.0.0.1; from the old OS: timezone)") in text
+    assert "UEFI: a boot entry 'WS' for its loader as a one-time boot (BootNext)" in text
+    assert "capture the old OS's state from /dev/vda's partitions (mounted read-only) before anything is written: " \
+           "timezone" in text
+    assert plan.to_dict()["state"]["admin_password"] == "<secret>"
+
+
+def test_a_computer_name_windows_would_refuse_is_a_warning_when_the_os_is_not_known() -> None:
+    doc = {"version": 1, "id": "d1", "image": {"manifest": "images/x/manifest.json"},
+           "state": {"computer_name": "workstation-0-{serial}"}}
+    plan = make_plan(parse_task(json.dumps(doc)), INV, ("http://dp/",))
+    assert plan.warnings == ("state.computer_name 'workstation-0-SN1' would be refused by a Windows image (more than 15 "
+                             "characters)",)
+    doc["state"]["os"] = "windows"
+    with pytest.raises(TaskError, match="Windows computer name"):
+        make_plan(parse_task(json.dumps(doc)), INV, ("http://dp/",))

@@ -74,7 +74,7 @@ def test_full_task_is_normalised() -> None:
     (task(image={"url": "ftp://h/x", "sha256": SHA}), "image.url", "an http:// or https:// URL", '"ftp://h/x"'),
     (task(image={"url": "x", "sha256": SHA, "compression": "lz4"}), "image.compression",
      "one of auto, none, gzip, xz, bzip2, zstd", '"lz4"'),
-    (task(after="halt"), "after", "one of reboot, poweroff, none", '"halt"'),
+    (task(after="halt"), "after", "one of reboot, poweroff, kexec, none", '"halt"'),
     (task(dps=["dp1"]), "dps[0]", "an http:// or https:// URL", '"dp1"'),
     (task(dps="http://dp1"), "dps", "a list of http(s) URLs", '"http://dp1"'),
     (task(machine={"mac": "52:54:00"}), "machine.mac", "a MAC address like 52:54:00:12:34:56", '"52:54:00"'),

@@ -1,6 +1,7 @@
 """The demo: a VM boots the PE by PXE (UEFI, OVMF + iPXE) from the built-in DP, deploys the demo
 OS (a signed peagent image; the PE trusts the demo key given on its command line) to its disk,
-reboots, and comes up in the new OS.
+gives it its state (a host name made from the machine's serial number, a static address, a boot
+entry), reboots, and comes up in the new OS, whose first boot reports completion to the DP.
 
 ``make demo`` runs it with the console shown live (``python -m tests.vm.demo``); the VM test
 runs the very same scenario in a private network namespace and asserts its outcome.
@@ -12,6 +13,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +27,9 @@ from tests.vm.qemu import VM, Drive, Machine
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DISK_SERIAL = "DEMO-DISK-0001"
 DEMO_DISK_SIZE = 2 << 30
+DEMO_SERIAL = "PEAGENT-DEMO-0042"  # the VM's SMBIOS serial: the task names the host after it
+DEMO_MAC = "52:54:00:12:34:56"  # QEMU's first NIC
+DEMO_ADDRESS = "10.0.2.50/24"  # static, in QEMU user networking's 10.0.2.0/24 (gateway .2, DNS .3)
 
 
 @dataclass
@@ -32,6 +37,7 @@ class DemoResult:
     deploy_seconds: float  # QEMU start to the PE's power: reboot
     first_boot_seconds: float  # QEMU start (from disk) to the new OS's "up" line
     up_line: str
+    firstboot_line: str  # the first-boot unit's report
     events: list[dict]
 
 
@@ -65,6 +71,10 @@ def prepare(work: Path, pe: Path, demo: Path, dp_port: int) -> tuple[Path, Path]
         "id": f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
         "target": {"hints": {"serial": DEMO_DISK_SERIAL}},
         "image": {"manifest": "images/demo-os/manifest.json"},
+        "state": {
+            "computer_name": "demo-{serial[-4:]}",
+            "network": [{"mac": DEMO_MAC, "addresses": [DEMO_ADDRESS], "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}],
+        },
         "after": "reboot",
     }
     (dp / "tasks" / "default.json").write_text(json.dumps(task, indent=2) + "\n")
@@ -79,7 +89,9 @@ def prepare(work: Path, pe: Path, demo: Path, dp_port: int) -> tuple[Path, Path]
 
 
 def run_demo(work: Path, pe: Path, demo: Path, netns_prefix: list[str] | None = None,
-             tee: TextIO | None = None, port: int = 8080) -> DemoResult:
+             tee: TextIO | None = None, port: int = 8080,
+             after_deploy: Callable[[Path], None] | None = None) -> DemoResult:
+    """The demo; ``after_deploy(disk)`` may look at the disk between the deploy and the first boot."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     dp_root, tftp = prepare(work, pe, demo, port)
@@ -87,10 +99,11 @@ def run_demo(work: Path, pe: Path, demo: Path, netns_prefix: list[str] | None = 
     nvram = work / "OVMF_VARS.fd"
     say = (lambda msg: print(f"\n=== demo: {msg}", file=tee, flush=True)) if tee else (lambda msg: None)
 
+    smbios = ["-smbios", f"type=1,serial={DEMO_SERIAL}"]
     with DPProcess(dp_root, netns_prefix, port=port) as dp:
         say(f"DP serving {dp_root} on 127.0.0.1:{port}; PXE-booting a UEFI VM with a blank disk")
         machine = Machine(firmware="uefi", pxe=True, tftp_dir=tftp, bootfile="peagent.ipxe", uefi_vars=nvram,
-                          drives=[Drive(disk, "virtio", serial=DEMO_DISK_SERIAL)])
+                          drives=[Drive(disk, "virtio", serial=DEMO_DISK_SERIAL)], extra=smbios)
         with VM(machine, work, netns_prefix, name="deploy", tee=tee) as vm:
             status = exit_status(vm, timeout=900)
             if status != 0:
@@ -98,25 +111,32 @@ def run_demo(work: Path, pe: Path, demo: Path, netns_prefix: list[str] | None = 
             vm.expect(r"power: reboot", 60)
             deploy_seconds = vm.last_match_time
             vm.wait_exit(60)
-        events = dp.events()
+        if after_deploy is not None:
+            after_deploy(disk)
 
-    say("deployed; rebooting the VM into its disk")
-    machine = Machine(firmware="uefi", uefi_vars=nvram, nic="virtio-net-pci",
-                      drives=[Drive(disk, "virtio", serial=DEMO_DISK_SERIAL, bootindex=0)])
-    with VM(machine, work, netns_prefix, name="firstboot", tee=tee) as vm:
-        # Up to the newline: the console may deliver the line in pieces.
-        up = vm.expect(r"(peagent-demo-os: up [^\n]*)\n", 600).group(1)
-        first_boot = vm.last_match_time
+        say("deployed; rebooting the VM into its disk (the boot entry the PE set comes first)")
+        # No bootindex: OVMF boots what BootOrder says, which the deploy set.
+        machine = Machine(firmware="uefi", uefi_vars=nvram, nic="virtio-net-pci",
+                          drives=[Drive(disk, "virtio", serial=DEMO_DISK_SERIAL)], extra=smbios)
+        with VM(machine, work, netns_prefix, name="firstboot", tee=tee) as vm:
+            # Up to the newline: the console may deliver the line in pieces.
+            firstboot = vm.expect(r"(peagent-firstboot: [^\n]*)\n", 600).group(1)
+            up = vm.expect(r"(peagent-demo-os: up [^\n]*)\n", 300).group(1)
+            first_boot = vm.last_match_time
+        events = dp.events()
     say(f"the new OS is up: {up}")
-    return DemoResult(deploy_seconds, first_boot, up, events)
+    say(f"its first boot: {firstboot}")
+    return DemoResult(deploy_seconds, first_boot, up, firstboot, events)
 
 
 def main() -> int:
     build = ROOT / "build"
     result = run_demo(build / "demo-run", build / "pe", build / "demo", tee=sys.stdout)
-    print(f"\n=== demo: done. PXE boot + deploy: {result.deploy_seconds:.0f} s; "
+    host = next((w.split("=", 1)[1] for w in result.up_line.split() if w.startswith("hostname=")), "?")
+    print(f"\n=== demo: the new OS's host name is {host} (the task's demo-{{serial[-4:]}}; serial {DEMO_SERIAL})")
+    print(f"=== demo: done. PXE boot + deploy: {result.deploy_seconds:.0f} s; "
           f"boot of the new OS: {result.first_boot_seconds:.0f} s; status events at the DP: "
-          f"{', '.join(e['phase'] for e in result.events if e['phase'] != 'progress')}")
+          f"{', '.join(e['phase'] for e in result.events if e['message'] != 'progress')}")
     print(f"=== demo: console logs in {build / 'demo-run'}")
     return 0
 

@@ -29,7 +29,8 @@ def test_deploy_writes_exactly_the_image_verifies_and_reports(pe, workdir, netns
     assert data[IMAGE_SIZE:] == bytes(DISK_SIZE - IMAGE_SIZE)
     phases = [e["phase"] for e in events]
     assert phases[:4] == ["inventory", "task", "image", "write"]
-    assert phases[-2:] == ["verify", "done"]
+    assert phases[-3:] == ["verify", "state", "done"]
+    assert events[-2]["message"].startswith("no state, record or boot entry: the written image must hold exactly one OS")
     assert all(e["deployment_id"] == "vm-test-0001" for e in events[1:])
     assert events[0]["machine"]["macs"] == ["52:54:00:12:34:56"]
 

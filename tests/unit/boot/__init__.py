@@ -1,0 +1,1 @@
+"""Tests of peagent.boot: firmware boot entries, BIOS checks, kexec."""

@@ -1,0 +1,56 @@
+"""The deployment record: a round trip, and the skip decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peagent.inventory import Partition
+from peagent.state.record import DeploymentRecord, FoundRecord, ImageIdentity, already_deployed, new_record, read_record
+
+IMAGE = ImageIdentity("demo-os", "1.2", "sha256:" + "ab" * 32)
+
+
+def test_a_record_round_trips_and_keeps_no_secret() -> None:
+    record = new_record("wave-1", IMAGE, status_url="http://dp/status", state={"computer_name": "WS-1",
+                                                                              "admin_password": "<secret>"})
+    back = DeploymentRecord.from_json(record.to_json())
+    assert back == record
+    assert back.deployed_at.endswith("Z") and back.agent_version
+
+
+@pytest.mark.parametrize("data", [b"{}", b'{"format": 2}', b"not json", b'{"format": 1, "image": 3}'])
+def test_what_is_not_a_record_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match=r"not a deployment record|format"):
+        DeploymentRecord.from_json(data)
+
+
+def test_the_record_is_found_where_each_os_keeps_it(tmp_path: Path) -> None:
+    record = new_record("d1", IMAGE, status_url=None, state={})
+    linux = tmp_path / "linux" / "var/lib/peagent"
+    linux.mkdir(parents=True)
+    (linux / "deployment.json").write_bytes(record.to_json())
+    assert read_record(tmp_path / "linux") == record
+    windows = tmp_path / "windows" / "PROGRAMDATA/peagent"  # Windows ignores case, and so does the lookup
+    windows.mkdir(parents=True)
+    (windows / "deployment.json").write_bytes(record.to_json())
+    assert read_record(tmp_path / "windows") == record
+    assert read_record(tmp_path) is None
+
+
+def test_a_record_reached_through_a_symlink_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/deployment.json").write_bytes(new_record("d1", IMAGE, status_url=None, state={}).to_json())
+    (tmp_path / "var/lib").mkdir(parents=True)
+    (tmp_path / "var/lib/peagent").symlink_to(tmp_path / "elsewhere")
+    assert read_record(tmp_path) is None
+
+
+def test_skip_only_on_the_same_digest() -> None:
+    part = Partition(number=2, path="/dev/vda2", start=0, size=1)
+    same = FoundRecord(part, new_record("old", IMAGE, status_url=None, state={}))
+    other = FoundRecord(part, new_record("old", ImageIdentity("demo-os", "1.2", "sha256:" + "cd" * 32),
+                                         status_url=None, state={}))
+    assert already_deployed([other, same], IMAGE) is same
+    assert already_deployed([other, FoundRecord(part, None, "broken")], IMAGE) is None
