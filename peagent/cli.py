@@ -260,6 +260,58 @@ def _cmd_wim_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_drivers_index(args: argparse.Namespace) -> int:
+    import time
+
+    from peagent.drivers.store import index_store, write_index
+    from peagent.image.sign import load_private_key
+
+    key = load_private_key(Path(args.key)) if args.key else None  # before the walk: a bad key fails fast
+    started = time.monotonic()
+    index = index_store(Path(args.dir))
+    out = Path(args.out or args.dir)
+    digest = write_index(index, out, key)
+    for warning in index.warnings:
+        log.warning("warning: %s", warning)
+    print(f"{len(index.packages)} packages ({index.inf_count} INFs, {index.module_count} modules), "
+          f"{len(index.warnings)} warnings, in {time.monotonic() - started:.2f} s: {out / 'index.json'} "
+          f"({'signed' if key else 'unsigned: a task must pin'} sha256 {digest})")
+    return 0
+
+
+def _cmd_drivers_match(args: argparse.Namespace) -> int:
+    import time
+
+    from peagent.drivers.hwids import devices
+    from peagent.drivers.match import Target, match
+    from peagent.drivers.store import StoreIndex
+    from peagent.inventory import from_dict
+
+    try:
+        inventory = from_dict(json.loads(Path(args.inventory).read_text()))
+        index = StoreIndex.from_json(Path(args.index).read_bytes())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read the inventory or the index: {exc}") from None
+    dmi = inventory.dmi
+    model = (dmi.product_version if (dmi.sys_vendor or "").strip().upper() == "LENOVO" else None) or dmi.product_name
+    version = None
+    if args.os == "windows":
+        parts = [int(x) for x in args.windows_version.split(".")] if args.windows_version else []
+        if len(parts) != 3:
+            raise UsageError(f"--windows-version: expected major.minor.build like 10.0.19045, found "
+                             f"{args.windows_version!r}")
+        version = (parts[0], parts[1], parts[2])
+    target = Target(args.os, args.arch, dmi.sys_vendor, model, version, args.windows_label, tuple(args.kernel))
+    started = time.monotonic()
+    result = match(devices(inventory), index, target)
+    elapsed = time.monotonic() - started
+    for line in result.lines():
+        print(line)
+    print(f"{len(result.choices)} device(s) matched, {len(result.unmatched)} without a driver, "
+          f"{len(index.packages)} packages, in {elapsed:.3f} s")
+    return 0
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     from peagent.image.sign import generate_keys
 
@@ -335,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _image_parsers(sub)
     _wim_parsers(sub)
+    _drivers_parsers(sub)
 
     p = sub.add_parser("keys", help="make an ed25519 key pair for signing images")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="where to write peagent.key and peagent.pub")
@@ -366,6 +419,27 @@ def _wim_parsers(sub: argparse._SubParsersAction) -> None:
     p = wim.add_parser("info", help="a WIM's images, parts and delta base, as JSON")
     p.add_argument("wim")
     p.set_defaults(func=_cmd_wim_info)
+
+
+def _drivers_parsers(sub: argparse._SubParsersAction) -> None:
+    drivers = sub.add_parser("drivers", help="driver packages matched to the hardware (docs/drivers.md)")
+    drivers = drivers.add_subparsers(dest="drivers_command", required=True, metavar="SUBCOMMAND")
+    p = drivers.add_parser("index", help="index a driver store (windows/<make>/<model>/<os>/<arch>/<package>, "
+                           "linux/<make>/<model>/<package>) into index.json, signed")
+    p.add_argument("dir", metavar="DIR", help="the driver store's root")
+    p.add_argument("-o", "--out", metavar="OUT", help="the directory to write index.json into (default: DIR)")
+    p.add_argument("--key", metavar="KEY", help="sign the index with this private key (peagent keys)")
+    p.set_defaults(func=_cmd_drivers_index)
+    p = drivers.add_parser("match", help="which package each device of an inventory gets, and why the others lost")
+    p.add_argument("--inventory", required=True, metavar="INV", help="a `peagent inventory --json` file")
+    p.add_argument("--index", required=True, metavar="IDX", help="a driver store's index.json")
+    p.add_argument("--os", choices=("windows", "linux"), required=True, help="the new OS's family")
+    p.add_argument("--arch", default="amd64", help="its architecture (amd64, x86, arm64; default amd64)")
+    p.add_argument("--windows-version", metavar="M.m.BUILD", help="the Windows version, like 10.0.19045")
+    p.add_argument("--windows-label", metavar="LABEL", help="the store's <os> folder for it (win10, win11, ...)")
+    p.add_argument("--kernel", action="append", default=[], metavar="RELEASE",
+                   help="a kernel release the Linux image has (repeatable)")
+    p.set_defaults(func=_cmd_drivers_match)
 
 
 def _image_parsers(sub: argparse._SubParsersAction) -> None:

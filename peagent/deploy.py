@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from peagent.disk.erase import erase, expected_data, progress_total
 from peagent.disk.filesystem import make_filesystems
 from peagent.disk.partition import apply_layout
+from peagent.drivers import step as drivers_step
 from peagent.errors import ImageError, InplaceError, PeagentError, TaskError
 from peagent.fetch import NotFoundError, candidate_urls, fetch_bytes
 from peagent.files import wim
@@ -111,7 +112,13 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
     for warning in plan.warnings:
         reporter.emit("plan", f"warning: {warning}")
     target = plan.target.disk
-    ctx = Context(plan, reporter, tuple(inventory.macs()), options.status, options.journal_dir, options.firmware)
+    loaded = None
+    if task.drivers is not None:
+        loaded = drivers_step.load(task.drivers, task.dps or options.dps, trusted_keys(given=options.keys))
+        reporter.emit("drivers", f"index {task.drivers.index}: {len(loaded.index.packages)} packages, trusted by "
+                      f"{loaded.trust}")
+    ctx = Context(plan, reporter, tuple(inventory.macs()), options.status, options.journal_dir, options.firmware,
+                  inventory, loaded)
     if isinstance(plan.image, FilesSource | WimSource):
         _inplace(plan, plan.image, task, options, ctx)
         reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")

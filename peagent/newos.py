@@ -11,6 +11,7 @@ verified, and write only to the new OS's own partitions and the firmware's boot 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,10 @@ from peagent.boot.efi import apply_boot, efi_available, find_loader, read_vars
 from peagent.boot.kexec import find_kernel, kexec_load
 from peagent.boot.plan import plan_boot
 from peagent.disk.mount import mounted
+from peagent.drivers import step as drivers_step
+from peagent.drivers.step import Loaded
 from peagent.errors import StateError, TaskError
-from peagent.inventory import Disk, Partition
+from peagent.inventory import Disk, Inventory, Partition
 from peagent.plan import Plan
 from peagent.state import document
 from peagent.state.apply import capture, find_new_os, give_state, reread_partitions
@@ -44,6 +47,8 @@ class Context:
     status_url: str | None
     work_dir: Path | None  # the PE's /run/peagent: mounts and the saved capture go there
     firmware: bool = False  # this machine's firmware is the target's (in the PE): set boot entries, kexec
+    inventory: Inventory | None = None  # this machine's devices, for the drivers
+    drivers: Loaded | None = None  # the driver store's index, loaded and trusted before anything was written
 
     @property
     def mount_parent(self) -> Path | None:
@@ -129,8 +134,12 @@ def finish(ctx: Context, disk: Disk, image: ImageIdentity, captured: Captured | 
     merged = merge(given, plan.state_spec or StateSpec(MachineState()), captured, ctx.macs)
     for line in merged.lines():
         ctx.reporter.emit("state", line)
-    record = new_record(plan.deployment_id, image, status_url=ctx.status_url, state=merged.state.public())
-    for line in give_state(partition, kind, merged.state, record, status_url=ctx.status_url, token=None,
+    state = merged.state
+    commands = _inject_drivers(ctx, partition, kind)
+    if commands:  # Windows finishes installing its drivers at the first boot, before the task's own commands
+        state = state.but(first_boot_commands=(*commands, *state.first_boot_commands))
+    record = new_record(plan.deployment_id, image, status_url=ctx.status_url, state=state.public())
+    for line in give_state(partition, kind, state, record, status_url=ctx.status_url, token=None,
                            parent=ctx.mount_parent):
         ctx.reporter.emit("state", line)
     saved = _saved_capture(ctx)
@@ -149,6 +158,15 @@ def finish(ctx: Context, disk: Disk, image: ImageIdentity, captured: Captured | 
             # Loaded now, while the root is mounted; PID 1 (/init) executes it after the agent exits.
             kexec_load(target)
         ctx.reporter.emit("boot", f"kexec: {target.kernel} loaded; /init starts it")
+
+
+def _inject_drivers(ctx: Context, partition: Partition, kind: str) -> list[str]:
+    spec = ctx.plan.drivers
+    if spec is None or ctx.drivers is None or ctx.inventory is None:
+        return []
+    work = (ctx.work_dir or Path(tempfile.gettempdir())) / "drivers"
+    with mounted(partition.path, partition.fstype or "", readonly=False, parent=ctx.mount_parent) as root:
+        return drivers_step.inject(root, kind, ctx.drivers, ctx.inventory, spec, work, ctx.reporter.emit)
 
 
 def _boot_entry(ctx: Context, disk: Disk, partitions: Sequence[Partition], image: ImageIdentity,

@@ -32,7 +32,7 @@ from peagent.state.model import REDACTED, DomainJoin, Interface, MachineState
 from peagent.state.spec import StateSpec
 from peagent.state.template import Identity
 from peagent.target import Selection, select_target
-from peagent.task import BootSpec, MachineMatch, Task
+from peagent.task import BootSpec, DriversSpec, MachineMatch, Task
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,16 @@ class Plan:
     warnings: tuple[str, ...] = ()
     skip_if_deployed: bool = False
     boot: BootSpec = field(default_factory=BootSpec)
+    drivers: DriversSpec | None = None
 
     def steps(self) -> list[str]:
         disk = self.target.disk
         steps = []
+        if self.drivers is not None:
+            trust = f"its pinned sha256 {self.drivers.index_sha256}" if self.drivers.index_sha256 else \
+                "a trusted key's signature"
+            steps.append(f"load the driver store's index {self.drivers.index}, trusted by {trust}; refuse before "
+                         "anything is written")
         if self.skip_if_deployed:
             steps.append(f"read the deployment records on {disk.path} (read-only); stop here, changing nothing, if "
                          "one shows this very image")
@@ -100,6 +106,13 @@ class Plan:
                  + "a deployment record and a first-boot unit that reports completion under this deployment id")
         if self.state is None:
             first += " (an image without an OS is left as written)"
+        if self.drivers is not None:
+            need = "every device must get one" if self.drivers.required else "devices without one are reported"
+            first = (f"match this machine's devices against the driver index (make/model group first, then Windows' "
+                     f"ranking or Linux modaliases; {need}); fetch only the matched packages, every file verified; "
+                     "inject them into the new OS (Windows: Drivers folder, DevicePath, pnputil at first boot, "
+                     "boot-critical storage registered offline; Linux: modules into updates/, firmware, depmod, the "
+                     "initramfs for storage); then " + first)
         entry = repr(self.boot.label) if self.boot.label else "named after the image"
         how = "as a one-time boot (BootNext)" if self.boot.once else "first in BootOrder"
         return [first, f"UEFI: a boot entry {entry} for its loader {how}, the old OS's entries on "
@@ -175,6 +188,7 @@ class Plan:
             "state": None if self.state is None else self.state.public(),
             "migrate": list(self.state_spec.migrate) if self.state_spec is not None else [],
             "warnings": list(self.warnings),
+            "drivers": None if self.drivers is None else asdict(self.drivers),
             "steps": self.steps(),
             "after": self.after,
         }
@@ -231,7 +245,7 @@ def make_plan(task: Task, inventory: Inventory, boot_dps: tuple[str, ...] = ()) 
                 erase_steps=tuple(erase_steps), layout=layout, image=task.image, image_urls=tuple(urls),
                 destroys=destroys, after=task.after, inplace=task.target.inplace, candidates=candidates,
                 state_spec=task.state, state=state, warnings=tuple(warnings),
-                skip_if_deployed=task.skip_if_deployed, boot=task.boot)
+                skip_if_deployed=task.skip_if_deployed, boot=task.boot, drivers=task.drivers)
 
 
 def _shown(value: object) -> str:

@@ -19,6 +19,8 @@ A task is a small, versioned JSON document, usually served by a distribution poi
       "skip_if_deployed": false,                     # true: do nothing when the disk's deployment
                                                      #   record shows this very image (peagent.state.record)
       "boot": {"once": false, "label": "Debian"},    # optional: the UEFI entry (peagent.boot)
+      "drivers": {"index": "drivers/index.json",     # optional: inject matched drivers (peagent.drivers)
+                  "required": false},
       "after": "reboot"                              # "reboot", "poweroff", "kexec" or "none"
     }
 
@@ -100,6 +102,16 @@ class BootSpec:
 
 
 @dataclass(frozen=True)
+class DriversSpec:
+    """Where the driver store's index is, and what to do about devices without a driver."""
+
+    index: str  # URL or DP path of index.json (the packages are beside it)
+    index_sha256: str | None = None  # a pin, instead of the index's signature
+    required: bool = False  # true: a device of this machine without a driver is an error
+    windows_label: str | None = None  # the store's <os> folder for this Windows (default: from its version)
+
+
+@dataclass(frozen=True)
 class Task:
     version: int
     deployment_id: str
@@ -111,6 +123,7 @@ class Task:
     state: StateSpec | None = None
     skip_if_deployed: bool = False
     boot: BootSpec = field(default_factory=BootSpec)
+    drivers: DriversSpec | None = None
 
 
 def parse_task(text: str | bytes) -> Task:
@@ -142,6 +155,7 @@ def parse_task(text: str | bytes) -> Task:
         state=_state(top.get("state", dict, "an object: computer_name, network, migrate, ...", None)),
         skip_if_deployed=top.get("skip_if_deployed", bool, "true or false", False),
         boot=_boot(top.get("boot", dict, "an object with once and label", {})),
+        drivers=_drivers(top.get("drivers", dict, "an object with index (the driver store's index.json)", None)),
     )
     if task.after not in AFTER_ACTIONS:
         raise TaskError("after", f"one of {', '.join(AFTER_ACTIONS)}", describe(task.after))
@@ -184,6 +198,20 @@ def _check_work(task: Task) -> None:
 
 def _state(obj: dict | None) -> StateSpec | None:
     return None if obj is None else parse_state(obj, "state")
+
+
+def _drivers(obj: dict | None) -> DriversSpec | None:
+    if obj is None:
+        return None
+    f = Fields(obj, "drivers")
+    index = _ref(f.get("index", str, "the driver index's URL or DP path (drivers/index.json)"), "drivers.index")
+    assert index is not None
+    pin = f.get("index_sha256", str, "the index's sha256, 64 hex digits", None)
+    required = f.get("required", bool, "true or false (whether every device must get a driver)", False)
+    label = f.get("windows_label", str, "the store's <os> folder name for this Windows (win10, win11, ...)", None)
+    f.done()
+    return DriversSpec(index=index, index_sha256=None if pin is None else check_sha256(pin, "drivers.index_sha256"),
+                       required=required, windows_label=label)
 
 
 def _boot(obj: object) -> BootSpec:

@@ -1,4 +1,4 @@
-"""The machine as the agent sees it: disks, network interfaces, DMI identity, PCI and USB devices.
+"""The machine as the agent sees it: disks, network interfaces, DMI identity, PCI, USB, HDA and ACPI devices.
 
 :func:`collect` reads udev's database and sysfs once and returns a plain, immutable
 :class:`Inventory`. Everything downstream (target selection, plans, driver matching, the DP's
@@ -18,8 +18,10 @@ from peagent.inventory import hardware
 from peagent.inventory.disks import PE_MEDIUM_LABEL
 from peagent.inventory.model import (
     INVENTORY_VERSION,
+    AcpiDevice,
     Disk,
     Dmi,
+    HdaCodec,
     Inventory,
     Nic,
     Partition,
@@ -30,8 +32,8 @@ from peagent.inventory.model import (
 )
 
 __all__ = [
-    "INVENTORY_VERSION", "PE_MEDIUM_LABEL", "Disk", "Dmi", "Inventory", "Nic", "Partition", "PciDevice",
-    "UsbDevice", "UsbInterface", "collect", "from_dict",
+    "INVENTORY_VERSION", "PE_MEDIUM_LABEL", "AcpiDevice", "Disk", "Dmi", "HdaCodec", "Inventory", "Nic",
+    "Partition", "PciDevice", "UsbDevice", "UsbInterface", "collect", "from_dict",
 ]
 
 
@@ -43,4 +45,6 @@ def collect(include_virtual: bool = False, sys_root: Path = Path("/sys")) -> Inv
         dmi=hardware.dmi(sys_root),
         pci=tuple(hardware.pci_devices(sys_root)),
         usb=tuple(hardware.usb_devices(sys_root)),
+        hda=tuple(hardware.hda_codecs(sys_root)),
+        acpi=tuple(hardware.acpi_devices(sys_root)),
     )

@@ -139,12 +139,35 @@ class UsbDevice:
 
 
 @dataclass(frozen=True)
+class HdaCodec:
+    """An HD Audio codec on a controller's link: the device Windows' HDAUDIO\\ ids and Linux's hdaudio: aliases name."""
+
+    address: str  # sysfs name, e.g. hdaudioC0D0: card 0, codec address 0 on its link
+    vendor_id: str  # 8 hex digits, upper case: codec vendor (high 16 bits) and device (low 16 bits)
+    subsystem_id: str  # 8 hex digits: board maker (high 16 bits) and board SKU/assembly
+    revision_id: str  # 8 hex digits: spec major/minor, vendor revision, stepping
+    modalias: str
+
+
+@dataclass(frozen=True)
+class AcpiDevice:
+    """A firmware-described device (ACPI namespace, or PNP on old machines): matched by its _HID and _CIDs."""
+
+    path: str  # sysfs name, e.g. PNP0A08:00 (ACPI bus) or 00:05 (PNP bus, when no ACPI node stands behind it)
+    hid: str  # PNP id (PNP0A08: 3 letters, 4 hex digits) or ACPI id (MSFT0101: 4 characters, 4 hex digits)
+    cids: tuple[str, ...] = ()  # compatible ids, most specific first
+    modalias: str = ""  # acpi:PNP0A08:PNP0A03: (empty for PNP-bus-only devices: the kernel gives them none)
+
+
+@dataclass(frozen=True)
 class Inventory:
     disks: tuple[Disk, ...] = ()
     nics: tuple[Nic, ...] = ()
     dmi: Dmi = field(default_factory=Dmi)
     pci: tuple[PciDevice, ...] = ()
     usb: tuple[UsbDevice, ...] = ()
+    hda: tuple[HdaCodec, ...] = ()
+    acpi: tuple[AcpiDevice, ...] = ()
 
     def macs(self) -> list[str]:
         return [n.mac for n in self.nics]
@@ -174,4 +197,6 @@ def from_dict(doc: dict[str, Any]) -> Inventory:
         dmi=Dmi(**doc.get("dmi", {})),
         pci=tuple(PciDevice(**p) for p in doc.get("pci", [])),
         usb=tuple(usb),
+        hda=tuple(HdaCodec(**h) for h in doc.get("hda", [])),
+        acpi=tuple(AcpiDevice(**{**a, "cids": tuple(a.get("cids", ()))}) for a in doc.get("acpi", [])),
     )

@@ -16,6 +16,7 @@ Two edges of a deploy touch machine state, both mounting partitions of the targe
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from peagent.state.record import DeploymentRecord
 from peagent.state.windows_target import describe_windows, firstboot_powershell, place_windows
 
 log = logging.getLogger("peagent")
+REREAD_TRIES = 8
 
 
 def capture(partitions: Sequence[Partition], *, keep_ssh_keys: bool, keep_root_password: bool,
@@ -73,8 +75,15 @@ def capture_tree(root: Path, kind: str, source: str, *, keep_ssh_keys: bool,
 
 def reread_partitions(disk: Disk, runner: Runner = run_tool) -> tuple[Partition, ...]:
     """The disk's partitions as the image just written has them (the kernel told, udev settled)."""
-    result = runner(["blockdev", "--rereadpt", disk.path], timeout=60)
-    if not result.ok:
+    # Closing a written disk makes udev probe it, and while its probe holds the device the kernel refuses
+    # to re-read the table (EBUSY): settle, then retry a few times.
+    for attempt in range(REREAD_TRIES):
+        runner(["udevadm", "settle", "--timeout=30"], timeout=40)
+        result = runner(["blockdev", "--rereadpt", disk.path], timeout=60)
+        if result.ok:
+            break
+        time.sleep(0.5 * (attempt + 1))
+    else:
         raise StateError(f"the kernel could not read the new partition table of {disk.path}: {result.why()}")
     runner(["udevadm", "settle", "--timeout=30"], timeout=40)
     for d in disks(include_virtual=disk.virtual):

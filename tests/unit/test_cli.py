@@ -21,7 +21,8 @@ def write(tmp_path: Path, name: str, doc: object) -> str:
 
 def test_help_lists_only_working_commands() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert sorted(commands) == ["apply", "deploy", "image", "inventory", "keys", "plan", "serve", "state", "wim", "write"]
+    assert sorted(commands) == ["apply", "deploy", "drivers", "image", "inventory", "keys", "plan", "serve", "state",
+                                "wim", "write"]
 
 
 def test_plan_from_a_captured_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,3 +100,29 @@ def test_state_capture_shows_what_a_deploy_would_keep_without_secrets(tmp_path: 
     doc = json.loads(out)
     assert doc["os"] == "windows" and doc["state"]["computer_name"] == "WS-0042"
     assert doc["state"]["product_key"] == "<secret>" and PRODUCT_KEY not in out
+
+
+def test_drivers_index_writes_a_signed_index(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    from peagent.drivers.store import load_index
+    from peagent.image.sign import PublicKey
+    from tests.unit.drivers.test_store import VIOSTOR_INF
+
+    store = tmp_path / "store"
+    (store / "windows/_generic/_generic/_generic/amd64/viostor").mkdir(parents=True)
+    (store / "windows/_generic/_generic/_generic/amd64/viostor/viostor.inf").write_text(VIOSTOR_INF)
+    (store / "windows/_generic/_generic/_generic/amd64/bad").mkdir()
+    (store / "windows/_generic/_generic/_generic/amd64/bad/bad.inf").write_text("not an INF\n")
+    assert main(["keys", "-o", str(tmp_path / "keys")]) == 0
+    capsys.readouterr()
+    assert main(["drivers", "index", str(store), "-o", str(tmp_path / "out"),
+                 "--key", str(tmp_path / "keys/peagent.key")]) == 0
+    data = (tmp_path / "out/index.json").read_bytes()
+    out = capsys.readouterr().out
+    assert out.startswith("1 packages (1 INFs, 0 modules), 2 warnings, in ")
+    assert out.rstrip().endswith(f"{tmp_path / 'out/index.json'} (signed sha256 {hashlib.sha256(data).hexdigest()})")
+    assert "warning: windows/_generic/_generic/_generic/amd64/bad/bad.inf: expected an INF file" in caplog.text
+    public = PublicKey.from_text((tmp_path / "keys/peagent.pub").read_text(), "peagent.pub")
+    index = load_index(data, (tmp_path / "out/index.json.sig").read_text(), [public])
+    assert [p.id for p in index.packages] == ["windows/_generic/_generic/_generic/amd64/viostor"]
+    assert main(["drivers", "index", str(tmp_path / "nowhere")]) == 2

@@ -316,3 +316,16 @@ def test_a_computer_name_windows_would_refuse_is_a_warning_when_the_os_is_not_kn
     doc["state"]["os"] = "windows"
     with pytest.raises(TaskError, match="Windows computer name"):
         make_plan(parse_task(json.dumps(doc)), INV, ("http://dp/",))
+
+
+def test_a_task_with_drivers_loads_the_index_first_and_injects_before_the_state() -> None:
+    doc = {"version": 1, "id": "d1", "image": {"manifest": "images/x/manifest.json"},
+           "drivers": {"index": "drivers/index.json", "required": True}}
+    steps = make_plan(parse_task(json.dumps(doc)), INV, ("http://dp/",)).steps()
+    assert steps[0] == ("load the driver store's index drivers/index.json, trusted by a trusted key's signature; "
+                        "refuse before anything is written")
+    assert steps[3].startswith("match this machine's devices against the driver index (make/model group first, then "
+                               "Windows' ranking or Linux modaliases; every device must get one)")
+    assert steps[3].endswith("then find the one OS the image holds and give it a deployment record and a first-boot "
+                             "unit that reports completion under this deployment id (an image without an OS is left "
+                             "as written)")
