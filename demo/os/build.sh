@@ -231,6 +231,12 @@ if [ -n "$(find "$rootfs/lib/modules/$kernel_version/kernel/drivers/net/ethernet
 fi
 mkdir -p "$work/out/drivers/linux/_generic/_generic/intel-e1000"
 cp "$e1000" "$work/out/drivers/linux/_generic/_generic/intel-e1000/"
+# And the NVMe host driver (which the image also has) as a package of QEMU machines: a storage
+# driver, so the test sees it go into the initramfs, rebuilt in a chroot, and the OS boot from NVMe.
+nvme=$(find "$work/kernel-deb" -path "*/lib/modules/$kernel_version/kernel/drivers/nvme/host/nvme.ko*")
+[ -n "$nvme" ] || { echo "build.sh: nvme not found in $kernel_deb" >&2; exit 1; }
+mkdir -p "$work/out/drivers/linux/QEMU/_generic/nvme-host"
+cp "$nvme" "$work/out/drivers/linux/QEMU/_generic/nvme-host/"
 rm -rf "$work/kernel-deb" "$kernel_deb"
 
 # ---------------------------------------------------------------------------------------------

@@ -106,7 +106,9 @@ def _initramfs(root: Path, release: str, names: list[str], runner: Runner) -> li
         return [f"initramfs: {', '.join(names)} is boot-critical, but the image has neither initramfs-tools nor "
                 "dracut: not rebuilt (the module loads only once the root filesystem is reachable)"]
     with _chroot_mounts(root, runner):
-        result = runner(["chroot", str(root), *argv], timeout=1800)
+        # The generator's work tree goes to /run (the PE's RAM): an image's root filesystem is often sized
+        # to its content, with no room for an initramfs's uncompressed tree beside the new one (ENOSPC).
+        result = runner(["chroot", str(root), "env", "TMPDIR=/run", *argv], timeout=1800)
     if not result.ok:
         raise DeviceError(f"rebuilding the new OS's initramfs for {release} failed: {result.why()}")
     return [f"initramfs {release}: rebuilt in a chroot with {', '.join(names)} ({argv[0]})"]

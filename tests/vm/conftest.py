@@ -4,6 +4,7 @@ factory of VMs that are always ended."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from tests.vm.qemu import VM, Machine
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
+PREVIOUS_EXIT = 20  # s: how long a powered-off VM may take to exit before the next one starts
 
 pytestmark = pytest.mark.vm
 
@@ -73,6 +75,12 @@ def start_vm(workdir: Path, netns: Netns) -> Iterator[Callable[..., VM]]:
     started: list[VM] = []
 
     def start(machine: Machine, name: str = "vm") -> VM:
+        # A test starts the next VM once the last one said "power: off"; QEMU still holds its disks' locks
+        # until it has exited (the PE lets the console drain first): give it the moment it needs.
+        for previous in started:
+            if previous.proc is not None and previous.proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    previous.proc.wait(PREVIOUS_EXIT)
         vm = VM(machine, workdir, netns.prefix(), name=name)
         started.append(vm)
         vm.start()

@@ -1,10 +1,13 @@
-"""Driver injection, end to end: a VM whose only NIC is an Intel e1000, a Linux image without the e1000
-module (the demo OS leaves it out), and a driver store on the DP that has it.
+"""Driver injection, end to end: a VM whose only NIC is an Intel e1000 and whose disk is NVMe, a Linux
+image without the e1000 module (the demo OS leaves it out), and a driver store on the DP that has it,
+and an NVMe host driver for QEMU machines.
 
-The PE matches the VM's hardware against the store's signed index, fetches only the e1000 package
-(not the others beside it), verifies it, and injects it into the new OS (updates/ and depmod). The new
-OS then has a network only if the injected module loads at its first boot: its first-boot report
-reaching the DP over that NIC, and the task's check that e1000 is in /proc/modules, show it did.
+The PE matches the VM's hardware against the store's signed index, fetches only the matching packages
+(not the others beside them), verifies them, and injects them into the new OS (updates/ and depmod);
+the NVMe driver, a storage driver, also goes into the initramfs, rebuilt in a chroot of the new OS.
+The new OS then boots from NVMe through that initramfs, and has a network only if the injected e1000
+loads at its first boot: its first-boot report reaching the DP over that NIC, and the task's check
+that both modules are loaded from updates/, show it.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def test_the_matching_driver_is_injected_and_loads_at_first_boot(pe: Path, workd
             "image": {"manifest": "images/demo-os/manifest.json"},
             "drivers": {"index": "drivers/index.json"},
             "state": {"computer_name": "drivers-vm",
-                      "first_boot_commands": ["echo \"peagent-test: $(grep '^e1000 ' /proc/modules)\" > /dev/ttyS0"]},
+                      "first_boot_commands": [
+                          "echo \"peagent-test: $(grep '^e1000 ' /proc/modules)\" > /dev/ttyS0",
+                          "echo \"peagent-test-nvme: $(modinfo -F filename nvme)\" > /dev/ttyS0"]},
             "after": "reboot"}
     (dp / "tasks").mkdir()
     (dp / "tasks/default.json").write_text(json.dumps(task))
@@ -62,7 +67,7 @@ def test_the_matching_driver_is_injected_and_loads_at_first_boot(pe: Path, workd
 
     with DPProcess(dp, netns.prefix()) as server:
         params = f"peagent.dp={server.guest_url} peagent.status={server.guest_url}status peagent.key={key}"
-        machine = direct(pe, params, [Drive(disk, "virtio", serial=DISK_SERIAL)], nic="e1000")
+        machine = direct(pe, params, [Drive(disk, "nvme", serial=DISK_SERIAL)], nic="e1000")
         with VM(machine, workdir, netns.prefix(), name="deploy") as vm:
             assert exit_status(vm, timeout=900) == 0, vm.tail()
             console = vm.console
@@ -76,13 +81,18 @@ def test_the_matching_driver_is_injected_and_loads_at_first_boot(pe: Path, workd
         assert "realtek-r8169" not in console.split("drivers: index")[1]
         assert "drivers: module e1000 -> /lib/modules/" in console and "/updates/peagent/e1000.ko" in console
         assert "drivers: depmod " in console
+        assert ": linux/QEMU/_generic/nvme-host (module nvme, group QEMU/*)" in console  # the machine's make
+        assert "/updates/peagent/nvme.ko" in console
+        assert "drivers: initramfs 6.1.0-" in console and ": rebuilt in a chroot with nvme (update-initramfs)" in console
 
-        boot = Machine(firmware="bios", nic="e1000", drives=[Drive(disk, "virtio", serial=DISK_SERIAL, bootindex=0)])
+        boot = Machine(firmware="bios", nic="e1000", drives=[Drive(disk, "nvme", serial=DISK_SERIAL, bootindex=0)])
         with VM(boot, workdir, netns.prefix(), name="firstboot") as vm:
             loaded = vm.expect(r"peagent-test: ([^\n]*)\n", 600).group(1)
+            nvme = vm.expect(r"peagent-test-nvme: ([^\n]*)\n", 60).group(1)
             report = vm.expect(r"(peagent-firstboot: [^\n]*)\n", 300).group(1)
         events = server.events()
     assert loaded.startswith("e1000 ") and " Live " in loaded  # /proc/modules: the injected module is loaded
+    assert "/updates/peagent/nvme.ko" in nvme  # the NVMe driver the OS runs from is the injected one
     assert "hostname=drivers-vm" in report and "commands=ok" in report
     assert "status=posted" in report  # over the e1000 NIC: the only network this OS has
     assert events[-1]["phase"] == "complete" and events[-1]["deployment_id"] == "drivers-1"

@@ -69,7 +69,7 @@ def test_a_boot_critical_module_is_added_to_the_initramfs_rebuilt_in_a_chroot(tm
     assert (root / "etc/initramfs-tools/modules").read_text() == "# modules\nvirtio_blk\nnvme_x\n"
     binds = [c for c in runner.calls if c[:2] == ["mount", "--bind"]]
     assert [c[2] for c in binds] == ["/dev", "/proc", "/sys", "/run"]
-    assert ["chroot", str(root), "update-initramfs", "-u", "-k", RELEASE] in runner.calls
+    assert ["chroot", str(root), "env", "TMPDIR=/run", "update-initramfs", "-u", "-k", RELEASE] in runner.calls
     assert [c[-1] for c in runner.calls if c[0] == "umount"] == [str(root / n) for n in ("run", "sys", "proc", "dev")]
     assert report[-1] == f"initramfs {RELEASE}: rebuilt in a chroot with nvme_x (update-initramfs)"
 
