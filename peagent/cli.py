@@ -286,14 +286,14 @@ def _cmd_drivers_match(args: argparse.Namespace) -> int:
     from peagent.drivers.match import Target, match
     from peagent.drivers.store import StoreIndex
     from peagent.inventory import from_dict
+    from peagent.state.template import Identity
 
     try:
         inventory = from_dict(json.loads(Path(args.inventory).read_text()))
         index = StoreIndex.from_json(Path(args.index).read_bytes())
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"cannot read the inventory or the index: {exc}") from None
-    dmi = inventory.dmi
-    model = (dmi.product_version if (dmi.sys_vendor or "").strip().upper() == "LENOVO" else None) or dmi.product_name
+    machine = Identity.of(inventory)
     version = None
     if args.os == "windows":
         parts = [int(x) for x in args.windows_version.split(".")] if args.windows_version else []
@@ -301,7 +301,7 @@ def _cmd_drivers_match(args: argparse.Namespace) -> int:
             raise UsageError(f"--windows-version: expected major.minor.build like 10.0.19045, found "
                              f"{args.windows_version!r}")
         version = (parts[0], parts[1], parts[2])
-    target = Target(args.os, args.arch, dmi.sys_vendor, model, version, args.windows_label, tuple(args.kernel))
+    target = Target(args.os, args.arch, machine.vendor, machine.model, version, args.windows_label, tuple(args.kernel))
     started = time.monotonic()
     result = match(devices(inventory), index, target)
     elapsed = time.monotonic() - started

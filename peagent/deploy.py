@@ -182,7 +182,7 @@ def _inplace(plan: Plan, image: FilesSource | WimSource, task: Task, options: De
     assert plan.inplace is not None
     reporter = ctx.reporter
     dps = task.dps or options.dps
-    mount_parent = options.journal_dir / "mnt" if options.journal_dir is not None else None
+    mount_parent = ctx.mount_parent
     if isinstance(image, WimSource):
         staged = _stage_wims(image, dps, options, reporter)
         content = wim.check_complete(wim.info(staged[0]), image.index, [wim.info(p) for p in staged[1:]])

@@ -50,7 +50,7 @@ class FirmwareFile:
 def inject_linux(root: Path, modules: Sequence[ModuleFile], firmware: Sequence[FirmwareFile], *,
                  runner: Runner = run_tool) -> list[str]:
     """Install the modules and firmware into the OS at ``root``; its report lines."""
-    releases = _releases(root)
+    releases = kernel_releases(root)
     report: list[str] = []
     installed: dict[str, list[ModuleFile]] = {}
     for module in modules:
@@ -79,8 +79,8 @@ def inject_linux(root: Path, modules: Sequence[ModuleFile], firmware: Sequence[F
     return report
 
 
-def _releases(root: Path) -> set[str]:
-    """The kernel releases the new OS has modules for."""
+def kernel_releases(root: Path) -> set[str]:
+    """The kernel releases the new OS has modules for (what a module's vermagic must name)."""
     return {name for name in rootfs.list_dir(root, "lib/modules")
             if rootfs.kind(root, f"lib/modules/{name}/modules.order") is not None
             or rootfs.kind(root, f"lib/modules/{name}/kernel") == "dir"}

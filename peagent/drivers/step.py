@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from peagent.drivers.hwids import Device, devices
-from peagent.drivers.inject_linux import FirmwareFile, ModuleFile, inject_linux
+from peagent.drivers.inject_linux import FirmwareFile, ModuleFile, inject_linux, kernel_releases
 from peagent.drivers.inject_windows import WindowsDriver, inject_windows
 from peagent.drivers.match import MatchResult, Target, match
 from peagent.drivers.store import Package, StoreIndex, load_index
@@ -34,7 +34,7 @@ from peagent.errors import StateError, VerifyError
 from peagent.fetch import NotFoundError, candidate_urls, fetch_bytes
 from peagent.image.sign import PublicKey
 from peagent.inventory import Inventory
-from peagent.state import rootfs
+from peagent.state.template import Identity
 from peagent.state.windows_target import describe_windows
 from peagent.task import DriversSpec
 
@@ -65,17 +65,15 @@ def inject(root: Path, kind: str, loaded: Loaded, inventory: Inventory, spec: Dr
            emit: Emit) -> list[str]:
     """Match, fetch and inject into the OS at ``root``; the first-boot commands (Windows) to add."""
     found = devices(inventory)
-    dmi = inventory.dmi
-    lenovo = (dmi.sys_vendor or "").strip().upper() == "LENOVO"
-    model = (dmi.product_version if lenovo else None) or dmi.product_name
+    machine = Identity.of(inventory)
     if kind == "windows":
         image = describe_windows(root)
         build = image.build or 0
-        target = Target("windows", image.arch, dmi.sys_vendor, model, (image.major, image.minor, build),
+        target = Target("windows", image.arch, machine.vendor, machine.model, (image.major, image.minor, build),
                         spec.windows_label or windows_label(image.major, image.minor, build))
     else:
-        releases = tuple(sorted(rootfs.list_dir(root, "lib/modules")))
-        target = Target("linux", platform.machine(), dmi.sys_vendor, model, releases=releases)
+        target = Target("linux", platform.machine(), machine.vendor, machine.model,
+                        releases=tuple(sorted(kernel_releases(root))))
     result = match(found, loaded.index, target)
     for line in result.lines(each_unmatched=False):
         emit("drivers", line)

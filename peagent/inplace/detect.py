@@ -22,15 +22,17 @@ import json
 import os
 import shlex
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from peagent.disk.mount import mounted
 from peagent.errors import FilesystemError, InplaceError, UnknownOSError
 from peagent.inplace.spec import InplaceSpec
 from peagent.inventory import Partition
 
+T = TypeVar("T")
 MARKER = ".peagent-inplace.json"  # at the root of a partition being re-imaged in place
 SMALL = 64 * 1024  # bytes: os-release, the marker; more is not what we look for
 OS_FILESYSTEMS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "ntfs")
@@ -85,18 +87,29 @@ def identify(root: Path) -> FoundOS:
     return FoundOS(kind="unknown", name=f"top level: {shown}" if names else "empty", evidence="")
 
 
-def survey(partitions: Sequence[Partition], parent: Path | None = None) -> list[Surveyed]:
-    """Each partition that could hold an OS, mounted read-only and identified."""
-    found = []
+def look_into(partitions: Sequence[Partition], look: Callable[[Partition, Path], T],
+              parent: Path | None = None) -> list[tuple[Partition, T | None, str]]:
+    """``look(partition, root)`` on each partition that could hold an OS, mounted read-only meanwhile:
+    (partition, what it returned, ""), or (partition, None, why) when mounting, looking (an OSError)
+    or unmounting failed. The one loop behind surveys, captures and deployment-record lookups."""
+    found: list[tuple[Partition, T | None, str]] = []
     for p in partitions:
         if p.fstype not in OS_FILESYSTEMS:
             continue
         try:
             with mounted(p.path, p.fstype, readonly=True, parent=parent) as root:
-                found.append(Surveyed(p, identify(root)))
+                value = look(p, root)
         except (FilesystemError, OSError) as exc:
-            found.append(Surveyed(p, None, str(exc)))
+            found.append((p, None, str(exc)))
+            continue
+        found.append((p, value, ""))
     return found
+
+
+def survey(partitions: Sequence[Partition], parent: Path | None = None) -> list[Surveyed]:
+    """Each partition that could hold an OS, mounted read-only and identified."""
+    return [Surveyed(p, os_found, problem)
+            for p, os_found, problem in look_into(partitions, lambda _, root: identify(root), parent)]
 
 
 def choose(surveyed: Sequence[Surveyed], spec: InplaceSpec, disk: str, deployment_id: str) -> Surveyed:

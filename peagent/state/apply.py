@@ -23,7 +23,7 @@ from pathlib import Path
 from peagent.disk.mount import mounted
 from peagent.disk.tools import Runner, run_tool
 from peagent.errors import FilesystemError, ImageError, StateError
-from peagent.inplace.detect import OS_FILESYSTEMS, identify
+from peagent.inplace.detect import identify, look_into
 from peagent.inventory import Disk, Partition
 from peagent.inventory.disks import disks
 from peagent.state.capture_linux import capture_linux
@@ -40,21 +40,19 @@ REREAD_TRIES = 8
 def capture(partitions: Sequence[Partition], *, keep_ssh_keys: bool, keep_root_password: bool,
             parent: Path | None = None) -> Captured | None:
     """The state of the one OS on these partitions; None when there is none; StateError if several."""
-    found: list[Captured] = []
-    for p in partitions:
-        if p.fstype not in OS_FILESYSTEMS:
-            continue
+    def look(p: Partition, root: Path) -> Captured | None:
+        os_found = identify(root)
         try:
-            with mounted(p.path, p.fstype, readonly=True, parent=parent) as root:
-                os_found = identify(root)
-                captured = capture_tree(root, os_found.kind, f"{os_found.name} on {p.path}",
-                                        keep_ssh_keys=keep_ssh_keys, keep_root_password=keep_root_password)
-        except (FilesystemError, OSError) as exc:
-            log.info("capture: %s not looked into: %s", p.path, exc)
-            continue
+            return capture_tree(root, os_found.kind, f"{os_found.name} on {p.path}", keep_ssh_keys=keep_ssh_keys,
+                                keep_root_password=keep_root_password)
         except ImageError as exc:
             raise StateError(f"capturing the old OS on {p.path} failed: {exc}; nothing was written") from None
-        if captured is not None:
+
+    found: list[Captured] = []
+    for p, captured, problem in look_into(partitions, look, parent):
+        if problem:
+            log.info("capture: %s not looked into: %s", p.path, problem)
+        elif captured is not None:
             found.append(captured)
     if len(found) > 1:
         raise StateError("state.migrate: more than one OS to capture from ("
@@ -94,17 +92,8 @@ def reread_partitions(disk: Disk, runner: Runner = run_tool) -> tuple[Partition,
 
 def find_new_os(partitions: Sequence[Partition], parent: Path | None = None) -> tuple[Partition, str, str]:
     """The one partition that holds the new OS: (partition, kind, name); StateError otherwise."""
-    oses = []
-    for p in partitions:
-        if p.fstype not in OS_FILESYSTEMS:
-            continue
-        try:
-            with mounted(p.path, p.fstype, readonly=True, parent=parent) as root:
-                found = identify(root)
-        except (FilesystemError, OSError):
-            continue
-        if found.kind in ("linux", "windows"):
-            oses.append((p, found.kind, found.name))
+    oses = [(p, found.kind, found.name) for p, found, _ in look_into(partitions, lambda _, root: identify(root), parent)
+            if found is not None and found.kind in ("linux", "windows")]
     if len(oses) != 1:
         what = "; ".join(f"{p.path}: {name}" for p, _, name in oses) or "none"
         raise StateError(f"the written image must hold exactly one OS to give its state to; found {what}")

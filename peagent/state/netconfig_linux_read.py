@@ -12,6 +12,7 @@ import configparser
 import fnmatch
 import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,15 @@ def _cidr(value: str, netmask: str | None = None) -> str | None:
         return None
 
 
+def _config_files(root: Path, folder: str, suffix: str, notes: list[str]) -> Iterator[tuple[str, str]]:
+    """(path, text) of each ``*suffix`` file in ``folder`` of the tree that could be read (notes say why not)."""
+    for name in rootfs.list_dir(root, folder, notes):
+        if name.endswith(suffix):
+            text = rootfs.read_text(root, f"{folder}/{name}", notes=notes)
+            if text is not None:
+                yield f"{folder}/{name}", text
+
+
 def _is_default(dest: str) -> bool:
     return dest.strip() in ("default", "0.0.0.0/0", "::/0")
 
@@ -99,13 +109,7 @@ def _is_default(dest: str) -> bool:
 def parse_networkmanager(root: Path) -> Parsed:
     out: list[Interface] = []
     notes: list[str] = []
-    for name in rootfs.list_dir(root, NM_DIR, notes):
-        if not name.endswith(".nmconnection"):
-            continue
-        where = f"{NM_DIR}/{name}"
-        text = rootfs.read_text(root, where, notes=notes)
-        if text is None:
-            continue
+    for where, text in _config_files(root, NM_DIR, ".nmconnection", notes):
         ini = configparser.ConfigParser(interpolation=None, strict=False)
         ini.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
         try:
@@ -159,14 +163,11 @@ def _nm_address(value: str, draft: _Draft) -> None:
 def parse_netplan(root: Path) -> Parsed:
     notes: list[str] = []
     merged: dict[str, Any] = {}
-    for name in rootfs.list_dir(root, NETPLAN_DIR, notes):
-        if not name.endswith(".yaml"):
-            continue
-        text = rootfs.read_text(root, f"{NETPLAN_DIR}/{name}", notes=notes)
+    for where, text in _config_files(root, NETPLAN_DIR, ".yaml", notes):
         try:
-            data = yaml.safe_load(text) if text is not None else None
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            notes.append(f"{NETPLAN_DIR}/{name}: not YAML ({exc.__class__.__name__}); ignored")
+            notes.append(f"{where}: not YAML ({exc.__class__.__name__}); ignored")
             continue
         if isinstance(data, dict) and isinstance(data.get("network"), dict):
             _merge(merged, data["network"])
@@ -308,13 +309,7 @@ def _glob(root: Path, pattern: str) -> list[str]:
 def parse_networkd(root: Path) -> Parsed:
     out: list[Interface] = []
     notes: list[str] = []
-    for fname in rootfs.list_dir(root, NETWORKD_DIR, notes):
-        if not fname.endswith(".network"):
-            continue
-        where = f"{NETWORKD_DIR}/{fname}"
-        text = rootfs.read_text(root, where, notes=notes)
-        if text is None:
-            continue
+    for where, text in _config_files(root, NETWORKD_DIR, ".network", notes):
         draft, macs, names = _Draft(), [], []
         for section, entries in systemd_ini(text):
             values: dict[str, list[str]] = {}

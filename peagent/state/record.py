@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from peagent import __version__
-from peagent.disk.mount import mounted
-from peagent.errors import FilesystemError
-from peagent.inplace.detect import OS_FILESYSTEMS, read_small
+from peagent.inplace.detect import look_into, read_small
 from peagent.inventory import Partition
 
 RECORD_FORMAT = 1
@@ -101,19 +99,20 @@ def read_record(root: Path) -> DeploymentRecord | None:
 
 def find_records(partitions: Sequence[Partition], parent: Path | None = None) -> list[FoundRecord]:
     """The records on a disk's partitions, each partition mounted read-only to look."""
-    found = []
-    for p in partitions:
-        if p.fstype not in OS_FILESYSTEMS:
-            continue
+    def read(_: Partition, root: Path) -> tuple[DeploymentRecord | None, str]:
         try:
-            with mounted(p.path, p.fstype, readonly=True, parent=parent) as root:
-                record = read_record(root)
+            return read_record(root), ""
         except ValueError as exc:
-            found.append(FoundRecord(p, None, str(exc)))
-            continue
-        except (FilesystemError, OSError):
+            return None, str(exc)
+
+    found = []
+    for p, got, _ in look_into(partitions, read, parent):
+        if got is None:
             continue  # not mountable: holds no record we could have written
-        if record is not None:
+        record, broken = got
+        if broken:
+            found.append(FoundRecord(p, None, broken))
+        elif record is not None:
             found.append(FoundRecord(p, record))
     return found
 
