@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -135,12 +136,28 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from peagent.server.dp import serve
+    from peagent.server.dp import CONFIG_NAME, serve
+    from peagent.state.model import Secret
 
-    server = serve(Path(args.dir), args.bind, args.port, Path(args.status_log) if args.status_log else None,
+    root = Path(args.dir).resolve()
+    db = Path(args.db).resolve() if args.db else root.parent / f"{root.name}-status.sqlite"
+    admin_token = _secret(args.admin_token_file, "PEAGENT_ADMIN_TOKEN")
+    for what, path in (("--db", db), ("--admin-token-file", args.admin_token_file)):
+        # Everything under DIR is served to anyone who asks: the database and the admin token must not be.
+        if path is not None and Path(path).resolve().is_relative_to(root):
+            raise UsageError(f"{what} {path} is inside {root}, which is served to anyone: put it elsewhere")
+    config = Path(args.config) if args.config else None
+    if config is None and (root / CONFIG_NAME).is_file():
+        config = root / CONFIG_NAME
+    server = serve(root, args.bind, args.port, Path(args.status_log) if args.status_log else None,
                    upload_token=_secret(args.upload_token_file, "PEAGENT_UPLOAD_TOKEN"),
-                   max_upload=args.max_upload)
+                   max_upload=args.max_upload, db=db, config=config,
+                   admin_token=Secret(admin_token) if admin_token else None, public_url=args.public_url)
+    log.info("status in %s; assignments %s; administration %s", db, config or "none (task files as they are)",
+             "enabled" if admin_token else "disabled (no --admin-token-file)")
     log.info("serving %s at %s", args.dir, server.url)
+    # systemd and test harnesses stop a service with SIGTERM: close the database cleanly then too.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -148,6 +165,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _secret(file: str | None, env: str) -> str | None:
@@ -397,7 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the DP directory (pe/, tasks/, images/, boot.ipxe)")
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default all)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--status-log", metavar="FILE", help="append POSTed /status events to this file")
+    p.add_argument("--db", metavar="FILE", help="the status database (SQLite; default DIR/../<DIR name>-status.sqlite, "
+                   "beside DIR: never inside it, DIR is served)")
+    p.add_argument("--config", metavar="FILE", help="the assignment rules (default DIR/peagent-serve.json if present)")
+    p.add_argument("--admin-token-file", metavar="FILE", help="approve, postpone and cancel with this bearer token "
+                   "(or set PEAGENT_ADMIN_TOKEN); without one, administration is off")
+    p.add_argument("--public-url", metavar="URL", help="the URL machines reach this server at, for the task's "
+                   "status URL and boot scripts (default: the Host they asked)")
+    p.add_argument("--status-log", metavar="FILE", help="also append every event received to this file (JSON lines)")
     p.add_argument("--upload-token-file", metavar="FILE", help="accept PUT uploads carrying this bearer token "
                    "(or set PEAGENT_UPLOAD_TOKEN)")
     p.add_argument("--max-upload", type=int, metavar="BYTES", help="largest upload accepted")

@@ -4,10 +4,11 @@ The PE is configured by whoever boots it (an iPXE script, a GRUB menu, a USB sti
 through ``peagent.*`` kernel parameters:
 
 ================================  =============================================================
-``peagent.task=URL``              the task to run (else looked up on the DPs by MAC, then
-                                  ``tasks/default.json``)
+``peagent.task=URL``              the task to run (else asked of the DPs' task API, or looked up
+                                  as ``tasks/<mac>.json``, ``tasks/<uuid>.json``, ``tasks/default.json``)
 ``peagent.dp=URL[,URL...]``       distribution points, preferred first
-``peagent.status=URL``            where to POST status events
+``peagent.status=URL``            where to POST status events when the task's ``status.url`` does not
+                                  say (without a token: docs/status.md)
 ``peagent.key=BASE64``            an ed25519 public key to trust for images (may be repeated)
 ``peagent.shell``                 on failure, a debug shell on the console instead of power-off
 ``peagent.run=BASE64``            run this shell command instead of a task (handled by /init)

@@ -7,24 +7,50 @@ written; then the partitions are made and the image is streamed and verified; on
 image is reported as deployed. An in-place re-image (peagent.inplace) follows the same order:
 the file images are loaded and checked and the OS partition is found (looking into the
 partitions read-only) before its old OS is deleted. What happens after (reboot, power off) is returned to
-the caller, which in the PE is /init: power is PID 1's business.
+the caller, which in the PE is /init: power is PID 1's business. Before returning (done or
+failed) the deploy gives its status events a last chance to reach the status server
+(peagent.status), since the PE powers off or reboots right after.
+
+Without a task named, the task is looked up on the DPs (:func:`load_task`): first a DP's API
+``GET api/v1/task?mac=..&uuid=..`` (``peagent serve``), whose answer is a decision: the task, nothing
+to do, wait for approval (poll again after ``retry_after``), or refused/cancelled. A DP without
+that API (a plain static server: 404 without a decision) has the task files instead:
+``tasks/<mac-with-dashes>.json`` for each MAC, ``tasks/<uuid>.json``, then ``tasks/default.json``.
+Once a DP has answered with a decision, its rules are authoritative: the static files are never
+a fallback for a decision (a machine awaiting approval must not get the default task).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import requests
+import tenacity
 
 from peagent.disk.erase import erase, expected_data, progress_total
 from peagent.disk.filesystem import make_filesystems
 from peagent.disk.partition import apply_layout
 from peagent.drivers import step as drivers_step
-from peagent.errors import ImageError, InplaceError, PeagentError, TaskError
-from peagent.fetch import NotFoundError, candidate_urls, fetch_bytes
+from peagent.errors import FetchError, ImageError, InplaceError, PeagentError, TaskError, TaskRefusedError
+from peagent.fetch import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    TRANSIENT,
+    NotFoundError,
+    brief,
+    candidate_urls,
+    fetch_bytes,
+    new_session,
+)
 from peagent.files import wim
 from peagent.files.stack import load_stack
 from peagent.image.checksums import file_sha256
@@ -40,10 +66,17 @@ from peagent.plan import Plan, make_plan
 from peagent.progress import Progress
 from peagent.state.record import ImageIdentity
 from peagent.status import Reporter
+from peagent.status.reporter import FLUSH_SECONDS
+from peagent.status.sender import failure_text
 from peagent.task import Task, parse_task
 
 log = logging.getLogger("peagent")
 TASK_LIMIT = 1 << 20  # bytes; a task is a small document
+TASK_API = "api/v1/task"
+TASK_WAIT = 4 * 3600.0  # seconds a machine waits for an administrator's approval before giving up
+RETRY_AFTER_DEFAULT = 30.0  # seconds, when a DP's "wait" answer does not say
+RETRY_AFTER_RANGE = (1.0, 600.0)  # a DP's retry_after is kept within this: never a busy loop, never a day
+API_ATTEMPTS = 3  # tries per DP before it counts as unreachable
 
 
 @dataclass(frozen=True)
@@ -52,58 +85,259 @@ class DeployOptions:
     dps: tuple[str, ...] = ()
     status: str | None = None
     keys: tuple[str, ...] = ()  # public keys given at boot (peagent.key=), trusted besides /etc/peagent/keys
-    journal_dir: Path | None = None  # where the image writer keeps its journal (the PE: /run/peagent)
+    journal_dir: Path | None = None  # the image writer's and the status events' journals (the PE: /run/peagent)
     # Set the firmware's boot entries (and load kexec): only in the PE, where the firmware is the
     # deployed machine's. Off elsewhere, so that writing a stick from a workstation never edits the
     # workstation's own boot order.
     firmware: bool = False
+    task_wait: float = TASK_WAIT  # seconds to wait for approval of a pending (or postponed) deployment
+    flush_seconds: float = FLUSH_SECONDS  # how long the last status flush may take before power off/reboot
 
 
 def task_lookup_refs(inventory: Inventory) -> list[str]:
-    """Where a machine's task is looked for on the DPs when none is named: by MAC, then default."""
-    return [f"tasks/{mac.replace(':', '-')}.json" for mac in inventory.macs()] + ["tasks/default.json"]
+    """The task files a static DP may hold for this machine, in order: each MAC, its UUID, then the default."""
+    refs = [f"tasks/{mac.lower().replace(':', '-')}.json" for mac in inventory.macs()]
+    if inventory.dmi.product_uuid:
+        refs.append(f"tasks/{inventory.dmi.product_uuid.lower()}.json")
+    return [*refs, "tasks/default.json"]
 
 
-def load_task(ref: str | None, dps: tuple[str, ...], inventory: Inventory) -> tuple[Task, str]:
-    """Fetch and validate the task; returns it and where it came from."""
+def task_query(inventory: Inventory) -> str:
+    """The query string of ``GET api/v1/task``: every MAC, then uuid, serial, vendor and model when known."""
+    dmi = inventory.dmi
+    pairs = [("mac", mac.lower()) for mac in inventory.macs()]
+    for key, value in (("uuid", dmi.product_uuid and dmi.product_uuid.lower()), ("serial", dmi.product_serial),
+                       ("vendor", dmi.sys_vendor), ("model", dmi.product_name)):
+        if value:
+            pairs.append((key, value))
+    return urlencode(pairs)
+
+
+def machine_identity(inventory: Inventory) -> dict[str, Any]:
+    """The machine as status events name it (docs/status.md: macs, uuid, serial, vendor, model)."""
+    dmi = inventory.dmi
+    return {"macs": [mac.lower() for mac in inventory.macs()],
+            "uuid": dmi.product_uuid.lower() if dmi.product_uuid else None, "serial": dmi.product_serial,
+            "vendor": dmi.sys_vendor, "model": dmi.product_name}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a DP's answer to ``GET api/v1/task`` means for this machine.
+
+    ``kind``: "task" (the body is the task), "none" (nothing to do), "wait" (ask again after
+    ``retry_after`` seconds), "refused" (``decision`` says refused or cancelled), "static" (no such
+    API here: look for the task files) or "unexpected" (an answer that is none of these).
+    """
+
+    kind: str
+    decision: str = ""
+    retry_after: float = RETRY_AFTER_DEFAULT
+    detail: str = ""
+
+
+def task_decision(status: int, body: bytes) -> Decision:
+    """Read a DP's answer to ``GET api/v1/task`` (pure: the status code and the body)."""
+    if status == 200:
+        return Decision("task")
+    doc = _json_object(body)
+    decision = doc.get("decision") if doc is not None else None
+    detail = _detail(doc)
+    if status == 404:
+        # A decision in JSON is the API's "nothing for you"; any other 404 is a server without the API.
+        return Decision("none", "none", detail=detail) if decision == "none" else Decision("static")
+    if status == 409 and decision in ("pending", "postponed"):
+        return Decision("wait", decision, _retry_after(doc.get("retry_after") if doc else None), detail)
+    if status == 403 and decision in ("refused", "cancelled"):
+        return Decision("refused", decision, detail=detail)
+    if status in (403, 405, 501):  # a static server that forbids or cannot serve the path: no API here
+        return Decision("static")
+    return Decision("unexpected", detail=f"HTTP {status}" + (f": {detail}" if detail else ""))
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _detail(doc: dict[str, Any] | None) -> str:
+    """The DP's own explanation, when its answer has one (a reason or message), cut short."""
+    for key in ("reason", "message", "error"):
+        value = doc.get(key) if doc is not None else None
+        if isinstance(value, str) and value:
+            return brief(Exception(value))
+    return ""
+
+
+def _retry_after(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return RETRY_AFTER_DEFAULT
+    low, high = RETRY_AFTER_RANGE
+    return min(high, max(low, float(value)))
+
+
+def load_task(ref: str | None, dps: tuple[str, ...], inventory: Inventory, *, reporter: Reporter | None = None,
+              wait: float = TASK_WAIT, sleep: Callable[[float], None] = time.sleep,
+              clock: Callable[[], float] = time.monotonic,
+              session: requests.Session | None = None) -> tuple[Task, str]:
+    """Fetch and validate the task; returns it and where it came from (see the module for the lookup)."""
     if ref is not None and "://" not in ref and Path(ref).exists():
         return parse_task(Path(ref).read_bytes()), ref
-    refs = [ref] if ref is not None else task_lookup_refs(inventory)
     if ref is None and not dps:
         raise TaskError("peagent.task", "a task URL, or DPs (peagent.dp) to look the task up on",
                         "neither")
+    if ref is not None:
+        urls = candidate_urls(ref, dps)
+        return parse_task(fetch_bytes(urls, TASK_LIMIT)), urls[0]
+    asked = TaskAsker(inventory, reporter, wait=wait, sleep=sleep, clock=clock, session=session)
+    found = asked.ask(dps)
+    if found is not None:
+        return found
+    refs = task_lookup_refs(inventory)
     for candidate in refs:
         urls = candidate_urls(candidate, dps)
         try:
             data = fetch_bytes(urls, TASK_LIMIT)
         except NotFoundError:
-            if ref is not None:
-                raise
             continue
         return parse_task(data), urls[0]
     raise NotFoundError(f"no task for this machine on the DPs (looked for {', '.join(refs)})")
 
 
+class TaskAsker:
+    """Asks the DPs' task API for this machine's task, waiting while its deployment awaits approval."""
+
+    def __init__(self, inventory: Inventory, reporter: Reporter | None, *, wait: float,
+                 sleep: Callable[[float], None], clock: Callable[[], float],
+                 session: requests.Session | None = None) -> None:
+        self.query = task_query(inventory)
+        self.reporter = reporter
+        self.wait = wait
+        self.sleep = sleep
+        self.clock = clock
+        self.session = session or new_session()
+
+    def ask(self, dps: Sequence[str]) -> tuple[Task, str] | None:
+        """The task from the first DP that decides; None when no DP has the API (look for the files)."""
+        unreachable = []
+        for dp in dps:
+            url = urljoin(dp if dp.endswith("/") else dp + "/", TASK_API) + "?" + self.query
+            try:
+                found = self._ask_one(dp, url)
+            except FetchError as exc:
+                unreachable.append(f"{dp}: {exc}")
+                continue
+            if found is not None:
+                return found
+        if unreachable and len(unreachable) == len(dps):
+            raise FetchError(f"cannot reach any DP to ask for this machine's task ({'; '.join(unreachable)})")
+        return None
+
+    def _ask_one(self, dp: str, url: str) -> tuple[Task, str] | None:
+        started = self.clock()
+        last: Decision | None = None  # once the DP said "wait", it decides: an outage is waited out, not a fallback
+        while True:
+            try:
+                status, body = self._get(url)
+            except FetchError:
+                if last is None:
+                    raise
+                decision = Decision("wait", last.decision, last.retry_after, "the DP does not answer now")
+            else:
+                decision = task_decision(status, body)
+            if decision.kind == "task":
+                return parse_task(body), url
+            if decision.kind == "none":
+                raise TaskRefusedError("none", f"{dp} has no task for this machine: nothing to do"
+                                       + (f" ({decision.detail})" if decision.detail else ""))
+            if decision.kind == "refused":
+                raise TaskRefusedError(decision.decision, f"{dp}: this machine's deployment is {decision.decision}"
+                                       + (f" ({decision.detail})" if decision.detail else ""))
+            if decision.kind != "wait":
+                if decision.kind == "unexpected":
+                    log.warning("task: %s answered %s; looking for the task files instead", url, decision.detail)
+                return None
+            waited = self.clock() - started
+            if waited + decision.retry_after > self.wait:
+                raise TaskRefusedError(decision.decision, f"{dp}: this machine's deployment is still "
+                                       f"{decision.decision} after {waited:.0f} s (the agent waits up to "
+                                       f"{self.wait:.0f} s); approve it on the DP and boot the machine again")
+            message = (f"{dp}: the deployment is {decision.decision}"
+                       + (f" ({decision.detail})" if decision.detail else "")
+                       + f"; asking again in {decision.retry_after:.0f} s")
+            if self.reporter is not None:
+                self.reporter.emit("waiting", message)
+            else:
+                log.info("waiting: %s", message)
+            last = decision
+            self.sleep(decision.retry_after)
+
+    def _get(self, url: str) -> tuple[int, bytes]:
+        """One answer (status, body up to the task limit); FetchError when the DP cannot be reached."""
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(API_ATTEMPTS),
+                                     wait=tenacity.wait_exponential(multiplier=0.5, max=4.0),
+                                     retry=tenacity.retry_if_exception_type(TRANSIENT), sleep=self.sleep,
+                                     reraise=True)
+        try:
+            return retrying(self._get_once, url)
+        except TRANSIENT as exc:
+            raise FetchError(f"{url.split('?')[0]}: {failure_text(exc)}") from None
+
+    def _get_once(self, url: str) -> tuple[int, bytes]:
+        with self.session.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as response:
+            if response.status_code >= 500:
+                raise requests.ConnectionError(f"HTTP {response.status_code}")
+            body = bytearray()
+            for piece in response.iter_content(64 << 10):
+                body += piece
+                if len(body) > TASK_LIMIT:
+                    raise FetchError(f"{url.split('?')[0]}: the answer is larger than the {TASK_LIMIT} bytes "
+                                     "allowed for a task")
+            return response.status_code, bytes(body)
+
+
+def dp_of(source: str, dps: Sequence[str]) -> str | None:
+    """The DP a URL is on (the one whose base it starts with), else the first DP; None without DPs."""
+    for dp in dps:
+        if source.startswith(dp if dp.endswith("/") else dp + "/"):
+            return dp
+    return dps[0] if dps else None
+
+
 def deploy(options: DeployOptions, reporter: Reporter | None = None) -> Task:
-    """Run a deployment; returns the task (whose ``after`` says what to do next)."""
-    reporter = reporter or Reporter(options.status)
+    """Run a deployment; returns the task (whose ``after`` says what to do next).
+
+    Done or failed, the status events get up to ``options.flush_seconds`` to reach the status
+    server before this returns: the caller (the PE's /init) powers off or reboots right after.
+    """
+    reporter = reporter or Reporter(options.status, journal_dir=options.journal_dir)
     try:
         return _deploy(options, reporter)
     except PeagentError as exc:
         reporter.emit("failed", str(exc), echo=False, error_code=exc.code)  # the CLI prints it
         raise
+    except Exception as exc:  # a bug: the CLI shows the traceback; the DP should still learn of the failure
+        reporter.emit("failed", f"internal error: {brief(exc)}", echo=False, error_code=PeagentError.code)
+        raise
+    finally:
+        reporter.flush(options.flush_seconds)
 
 
 def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
     inventory = collect()
-    reporter.machine = {"macs": inventory.macs(), "uuid": inventory.dmi.product_uuid,
-                        "serial": inventory.dmi.product_serial}
+    reporter.machine = machine_identity(inventory)
     reporter.emit("inventory", f"{len(inventory.disks)} disk(s): "
                   + (", ".join(d.summary() for d in inventory.disks) or "none")
                   + f"; NICs {', '.join(inventory.macs()) or 'none'}")
 
-    task, source = load_task(options.task, options.dps, inventory)
-    reporter.deployment_id = task.deployment_id
+    task, source = load_task(options.task, options.dps, inventory, reporter=reporter, wait=options.task_wait)
+    status_url = task.status.url or options.status or reporter.url  # the task's wins, else the PE's
+    reporter.configure(status_url, task.status.token)
+    reporter.dp = dp_of(source, task.dps or options.dps)
+    reporter.deployment_id = task.deployment_id  # the events so far are journaled (and posted) from here
     reporter.emit("task", f"{task.deployment_id} from {source}")
 
     plan = make_plan(task, inventory, options.dps)
@@ -117,8 +351,8 @@ def _deploy(options: DeployOptions, reporter: Reporter) -> Task:
         loaded = drivers_step.load(task.drivers, task.dps or options.dps, trusted_keys(given=options.keys))
         reporter.emit("drivers", f"index {task.drivers.index}: {len(loaded.index.packages)} packages, trusted by "
                       f"{loaded.trust}")
-    ctx = Context(plan, reporter, tuple(inventory.macs()), options.status, options.journal_dir, options.firmware,
-                  inventory, loaded)
+    ctx = Context(plan, reporter, tuple(inventory.macs()), status_url, options.journal_dir, options.firmware,
+                  inventory, loaded, task.status.token)
     if isinstance(plan.image, FilesSource | WimSource):
         _inplace(plan, plan.image, task, options, ctx)
         reporter.emit("done", f"deployment {task.deployment_id} done on {target.path}; next: {task.after}")

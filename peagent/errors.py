@@ -19,6 +19,7 @@ Exit statuses:
 7  device: reading or writing a disk failed
 8  erase: a disk could not be erased, cannot do the erase asked for, or is not verifiably erased
 9  state: the old OS's state could not be captured, or the new OS could not be given its state or boot entry
+10 no deployment: the DP has no task for this machine, refused or cancelled it, or it still awaits approval
 == ==================================================
 """
 
@@ -45,6 +46,25 @@ class TaskError(PeagentError):
         self.expected = expected
         self.found = found
         super().__init__(f"{field}: expected {expected}, found {found}")
+
+
+class TaskRefusedError(PeagentError):
+    """The DP decided that this machine gets no deployment now (``GET /api/v1/task``, docs/status.md).
+
+    ``decision`` is the DP's: ``none`` (no task for this machine: nothing to do), ``refused`` (the
+    rules refuse it), ``cancelled`` (an administrator cancelled it), or ``pending``/``postponed``
+    when the deployment still awaited approval after the agent's wait ran out. The code is
+    ``task.<decision>``, so dashboards tell them apart.
+    """
+
+    code = "task.refused"
+    exit_status = 10
+    DECISIONS = ("none", "refused", "cancelled", "pending", "postponed")
+
+    def __init__(self, decision: str, message: str) -> None:
+        self.decision = decision
+        self.code = f"task.{decision}" if decision in self.DECISIONS else type(self).code
+        super().__init__(message)
 
 
 class LayoutError(PeagentError):

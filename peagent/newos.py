@@ -29,7 +29,7 @@ from peagent.plan import Plan
 from peagent.state import document
 from peagent.state.apply import capture, find_new_os, give_state, reread_partitions
 from peagent.state.merge import merge
-from peagent.state.model import Captured, MachineState
+from peagent.state.model import Captured, MachineState, Secret
 from peagent.state.record import ImageIdentity, already_deployed, find_records, new_record
 from peagent.state.spec import StateSpec
 from peagent.state.template import check_computer_name
@@ -49,6 +49,7 @@ class Context:
     firmware: bool = False  # this machine's firmware is the target's (in the PE): set boot entries, kexec
     inventory: Inventory | None = None  # this machine's devices, for the drivers
     drivers: Loaded | None = None  # the driver store's index, loaded and trusted before anything was written
+    status_token: Secret | None = None  # the task's status.token: the first boot's report carries it
 
     @property
     def mount_parent(self) -> Path | None:
@@ -138,8 +139,10 @@ def finish(ctx: Context, disk: Disk, image: ImageIdentity, captured: Captured | 
     commands = _inject_drivers(ctx, partition, kind)
     if commands:  # Windows finishes installing its drivers at the first boot, before the task's own commands
         state = state.but(first_boot_commands=(*commands, *state.first_boot_commands))
-    record = new_record(plan.deployment_id, image, status_url=ctx.status_url, state=state.public())
-    for line in give_state(partition, kind, state, record, status_url=ctx.status_url, token=None,
+    # The record carries the deployment's events up to now: the machine keeps its own history.
+    record = new_record(plan.deployment_id, image, status_url=ctx.status_url, state=state.public(),
+                        events=ctx.reporter.events())
+    for line in give_state(partition, kind, state, record, status_url=ctx.status_url, token=ctx.status_token,
                            parent=ctx.mount_parent):
         ctx.reporter.emit("state", line)
     saved = _saved_capture(ctx)

@@ -1,7 +1,8 @@
 """Progress of a long transfer: bytes, rate and ETA, reported at a steady pace.
 
 :class:`Progress` is fed byte counts by the writer and, at most once per ``interval``, hands a
-:class:`Snapshot` to its sink (the console now; status events later). The rate is a moving
+:class:`Snapshot` to its sink (the console's progress bar and the status events, peagent.status);
+the last one, from :meth:`Progress.finish`, is marked ``final``. The rate is a moving
 average over the last few seconds so that a stall shows up as a falling rate, not an average
 diluted by the good minutes before it.
 """
@@ -22,6 +23,7 @@ class Snapshot:
     total: int | None
     rate: float  # bytes/s over the recent window
     elapsed: float
+    final: bool = False  # the last snapshot of this transfer (Progress.finish)
 
     @property
     def eta(self) -> float | None:
@@ -36,11 +38,12 @@ class Snapshot:
         else:
             head = f"{done} MiB"
         eta = self.eta
-        tail = f" ETA {_clock(eta)}" if eta is not None else ""
+        tail = f" ETA {clock_text(eta)}" if eta is not None else ""
         return f"{what}: {head} {self.rate / MIB:.1f} MiB/s{tail}"
 
 
-def _clock(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
+    """Seconds as h:mm:ss (an ETA)."""
     s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
@@ -65,15 +68,15 @@ class Progress:
             self._report(now)
 
     def finish(self) -> Snapshot:
-        return self._report(self.clock())
+        return self._report(self.clock(), final=True)
 
-    def _report(self, now: float) -> Snapshot:
+    def _report(self, now: float, final: bool = False) -> Snapshot:
         self._samples.append((now, self.done))
         while len(self._samples) > 2 and now - self._samples[0][0] > self.window:
             self._samples.popleft()
         t0, d0 = self._samples[0]
         rate = (self.done - d0) / (now - t0) if now > t0 else 0.0
-        snap = Snapshot(done=self.done, total=self.total, rate=rate, elapsed=now - self.start)
+        snap = Snapshot(done=self.done, total=self.total, rate=rate, elapsed=now - self.start, final=final)
         self._last_report = now
         self.sink(snap)
         return snap

@@ -21,6 +21,8 @@ A task is a small, versioned JSON document, usually served by a distribution poi
       "boot": {"once": false, "label": "Debian"},    # optional: the UEFI entry (peagent.boot)
       "drivers": {"index": "drivers/index.json",     # optional: inject matched drivers (peagent.drivers)
                   "required": false},
+      "status": {"url": "http://dp/api/v1/events",   # optional: where status events go (else the PE's
+                 "token": "<16+ characters>"},       #   peagent.status=), and the bearer token (docs/status.md)
       "after": "reboot"                              # "reboot", "poweroff", "kexec" or "none"
     }
 
@@ -60,6 +62,7 @@ from peagent.image.job import FilesSource, ImageSource, ManifestSource, WimFile,
 from peagent.image.thirdparty import StreamSource
 from peagent.inplace.spec import InplaceSpec, parse_inplace
 from peagent.schema import Fields
+from peagent.state.model import Secret
 from peagent.state.spec import StateSpec, parse_state
 
 T = TypeVar("T")
@@ -69,7 +72,12 @@ COMPRESSIONS = ("auto", "none", "gzip", "xz", "bzip2", "zstd")
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
-_DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# At most 64: a status event's deployment_id (docs/status.md) must hold it.
+_DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# A bearer token goes into an HTTP header: printable ASCII without spaces.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+TOKEN_MIN = 16
+TOKEN_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,14 @@ class DriversSpec:
 
 
 @dataclass(frozen=True)
+class StatusSpec:
+    """Where the deployment's status events go, and the bearer token that proves they are this deployment's."""
+
+    url: str | None = None  # None: the PE's peagent.status=
+    token: Secret | None = None  # never shown: its repr is a placeholder
+
+
+@dataclass(frozen=True)
 class Task:
     version: int
     deployment_id: str
@@ -124,6 +140,7 @@ class Task:
     skip_if_deployed: bool = False
     boot: BootSpec = field(default_factory=BootSpec)
     drivers: DriversSpec | None = None
+    status: StatusSpec = field(default_factory=StatusSpec)
 
 
 def parse_task(text: str | bytes) -> Task:
@@ -141,7 +158,7 @@ def parse_task(text: str | bytes) -> Task:
     if deployment_id is None:
         deployment_id = uuid.uuid4().hex
     elif not _DEPLOYMENT_ID.fullmatch(deployment_id):
-        raise TaskError("id", "1-128 letters, digits and ._:- starting with a letter or digit",
+        raise TaskError("id", "1-64 letters, digits and ._:- starting with a letter or digit",
                         describe(deployment_id))
     target = _target(top.get("target", dict, "an object with hints and allow_overwrite", {}))
     task = Task(
@@ -156,6 +173,7 @@ def parse_task(text: str | bytes) -> Task:
         skip_if_deployed=top.get("skip_if_deployed", bool, "true or false", False),
         boot=_boot(top.get("boot", dict, "an object with once and label", {})),
         drivers=_drivers(top.get("drivers", dict, "an object with index (the driver store's index.json)", None)),
+        status=_status(top.get("status", dict, "an object with url and token", {})),
     )
     if task.after not in AFTER_ACTIONS:
         raise TaskError("after", f"one of {', '.join(AFTER_ACTIONS)}", describe(task.after))
@@ -198,6 +216,39 @@ def _check_work(task: Task) -> None:
 
 def _state(obj: dict | None) -> StateSpec | None:
     return None if obj is None else parse_state(obj, "state")
+
+
+def _status(obj: dict) -> StatusSpec:
+    f = Fields(obj, "status")
+    url = f.get("url", (str, type(None)), "the http(s) URL status events are posted to, or null", None)
+    if url is not None:
+        check_http_url(url, "status.url")
+    # Read as any type: the type check of Fields.get would print the value, and this one is a secret. Null: none.
+    token = f.get("token", object, f"a bearer token of {TOKEN_MIN}-{TOKEN_MAX} printable characters", None)
+    f.done()
+    return StatusSpec(url=url, token=None if token is None else _token(token))
+
+
+def _token(value: object) -> Secret:
+    """The status token as a Secret; an error says what is wrong with it, never what it is."""
+    expected = f"a bearer token of {TOKEN_MIN}-{TOKEN_MAX} printable ASCII characters without spaces"
+    if not isinstance(value, str):
+        raise TaskError("status.token", expected, _json_type(value))
+    if len(value) < TOKEN_MIN:
+        raise TaskError("status.token", expected, f"{len(value)} characters (too short to be hard to guess)")
+    if len(value) > TOKEN_MAX:
+        raise TaskError("status.token", expected, f"{len(value)} characters")
+    if not _TOKEN.fullmatch(value):
+        raise TaskError("status.token", expected, "a space, a control or a non-ASCII character")
+    return Secret(value)
+
+
+def _json_type(value: object) -> str:
+    """A value's JSON type, for an error about a field whose value must not be shown."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), (int | float, "a number"), (dict, "an object"), (list, "a list"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a string")
 
 
 def _drivers(obj: dict | None) -> DriversSpec | None:

@@ -5,8 +5,13 @@ single ``Range`` requests, strong ``ETag`` and ``If-Match`` (so a resumed transf
 file that changed), ``Last-Modified``, and bodies sent with ``sendfile`` so the kernel moves the
 bytes. Many machines can fetch at once (a thread per connection). Paths are taken literally:
 no ``..``, no directory listings, nothing outside DIR except what DIR's own symlinks point to
-(an administrator's choice). Status events POSTed to ``/status`` are appended to a JSON-lines
-file when one is configured.
+(an administrator's choice).
+
+Beside the files it runs the status and assignment API (``/api/v1``, ``/status``, ``/boot.ipxe``
+with a query, the dashboard at ``/``): peagent.server.api decides those requests, with the
+deployments and their events kept in a SQLite status store (peagent.server.store). This module
+only tells the two kinds of request apart, reads an API request's body (within the API's limit)
+and writes its response.
 
 Uploads (``peagent image build -o http://dp/images/name/version/``) are ``PUT``s, accepted only
 when the server was started with an upload token, and only with ``Authorization: Bearer
@@ -23,6 +28,9 @@ A typical DP directory::
     boot.ipxe                        the iPXE script (netboot/ipxe/boot.ipxe)
     tasks/default.json               tasks, or tasks/<mac-with-dashes>.json per machine
     images/...                       images
+    peagent-serve.json               the assignment rules (optional; peagent.server.assign)
+
+The status database, and the admin token, live outside it: everything in DIR is served.
 """
 
 from __future__ import annotations
@@ -30,13 +38,12 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hmac
-import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
-import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,31 +51,73 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from peagent.errors import UsageError
+from peagent.server.api import Api, ConfigSource, Request, Response, error_response
+from peagent.server.assign import AssignmentError
+from peagent.server.ipxe import ScriptError
+from peagent.server.store import StatusStore, StoreError
+from peagent.state.model import Secret
+from peagent.status.event import MAX_EVENT_BYTES
 
 log = logging.getLogger("peagent.serve")
-MAX_EVENT = 64 << 10  # bytes: a status event is small; anything bigger is refused
+MAX_EVENT = MAX_EVENT_BYTES  # one event's limit, the schema's (a batch may be larger: api.MAX_EVENTS_BODY)
+CONFIG_NAME = "peagent-serve.json"  # the assignments, in DIR unless --config names another file
 UPLOAD_TIMEOUT = 300  # seconds without a byte of an upload's body before it is dropped
 _PIECE = 1 << 20
+# Text a person (or a browser) may open; everything else is bytes, whatever its name says.
+_CONTENT_TYPES = {".ipxe": "text/plain; charset=utf-8", ".json": "application/json",
+                  ".txt": "text/plain; charset=utf-8"}
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 class DPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections when a lab's machines boot at once (and nginx opens
+    # one per proxied request); dropped SYNs cost the client seconds of TCP retransmission.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], root: Path, status_log: Path | None = None,
-                 upload_token: str | None = None, max_upload: int | None = None) -> None:
-        super().__init__(address, _Handler)
+                 upload_token: str | None = None, max_upload: int | None = None, *, db: Path | None = None,
+                 config: Path | None = None, admin_token: Secret | None = None,
+                 public_url: str | None = None) -> None:
+        """Without ``db``, status lives in a temporary database removed by server_close() (tests, demos).
+
+        Without ``config``, ``DIR/peagent-serve.json`` is the configuration when it exists.
+        """
         self.root = root.resolve()
-        self.status_log = status_log
-        self.status_lock = threading.Lock()
         self.upload_token = upload_token
         self.max_upload = max_upload
+        self._scratch = None if db is not None else Path(tempfile.mkdtemp(prefix="peagent-serve-"))
+        try:
+            self.store = StatusStore(db if self._scratch is None else self._scratch / "status.sqlite")
+        except BaseException:
+            self._close_store()
+            raise
+        try:
+            if config is None and (self.root / CONFIG_NAME).is_file():
+                config = self.root / CONFIG_NAME
+            super().__init__(address, _Handler)
+            self.api = Api(self.root, self.store, config=ConfigSource(config), admin_token=admin_token,
+                           public_url=public_url, server_url=self.url.rstrip("/"), status_log=status_log)
+        except BaseException:
+            self._close_store()
+            raise
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._close_store()
+
+    def _close_store(self) -> None:
+        if hasattr(self, "store"):
+            self.store.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
         # A client that goes away (a machine rebooted, an upload aborted) is routine, not a traceback.
@@ -82,41 +131,103 @@ class _Handler(BaseHTTPRequestHandler):
     server: DPServer
     protocol_version = "HTTP/1.1"
     server_version = "peagent-dp"
+    # Headers and body leave in two writes: with Nagle's algorithm, the second waits for the client's
+    # delayed ACK (40 ms) on a kept-alive connection, which a dashboard or a status sender reuses.
+    disable_nagle_algorithm = True
+
+    def parse_request(self) -> bool:
+        """As BaseHTTPRequestHandler's, but a method nothing here handles gets a 405, not a 501 page."""
+        if not super().parse_request():
+            return False
+        if hasattr(self, f"do_{self.command}"):
+            return True
+        self.close_connection = True  # the body, if any, is not read
+        if Api.handles("GET", self.path) or Api.handles("POST", self.path):
+            self._send(self.server.api.handle(Request(self.command, self.path, {}, b"")))
+        else:
+            self._not_allowed()
+        return False
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_HEAD(self) -> None:
-        self._serve_file(body=False)
+        if not self._api():
+            self._serve_file(body=False)
 
     def do_GET(self) -> None:
-        self._serve_file(body=True)
+        if not self._api():
+            self._serve_file(body=True)
 
     def do_POST(self) -> None:
-        if urlsplit(self.path).path != "/status" or self.server.status_log is None:
-            self._error(HTTPStatus.NOT_FOUND, "no such endpoint")
-            return
+        if not self._api():
+            self._not_allowed()
+
+    def do_DELETE(self) -> None:
+        if not self._api():
+            self._not_allowed()
+
+    def do_PATCH(self) -> None:
+        if not self._api():
+            self._not_allowed()
+
+    def _not_allowed(self) -> None:
+        self.close_connection = True  # the body, if any, is not read
+        allowed = "GET, HEAD, PUT" if self.server.upload_token is not None else "GET, HEAD"
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed on files: {allowed}",
+                    headers={"Allow": allowed})
+
+    def _api(self) -> bool:
+        """Answer the request if it is the API's; False when it is about files."""
+        if not Api.handles(self.command, self.path):
+            return False
+        body = self._api_body(Api.body_limit(self.command, self.path))
+        if isinstance(body, Response):
+            self.close_connection = True  # the body was not read: the connection cannot carry another request
+            self._send(body)
+            return True
+        headers = {name.lower(): value for name, value in self.headers.items()}
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
-            return
-        if length > MAX_EVENT:
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"events are at most {MAX_EVENT} bytes")
-            self.close_connection = True
-            return
+            response = self.server.api.handle(Request(self.command, self.path, headers, body))
+        except Exception:
+            # A bug, not the client's fault: say so, keep the details in the log, keep serving.
+            log.exception("%s %s failed", self.command, urlsplit(self.path).path[:200])
+            response = error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the server's log)")
+        self._send(response)
+        return True
+
+    def _api_body(self, limit: int) -> bytes | Response:
+        """The request's body, or the error response when it cannot or must not be read."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return error_response(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length", "body")
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return b""
+        if not declared.strip().isdigit():
+            return error_response(HTTPStatus.BAD_REQUEST, f"Content-Length: expected bytes, found {declared[:40]!r}",
+                                  "Content-Length")
+        length = int(declared)
+        if length > limit:
+            return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                  f"the body is {length} bytes: at most {limit} here", "body")
+        self.connection.settimeout(UPLOAD_TIMEOUT)
         try:
-            event = json.loads(self.rfile.read(length))
-            if not isinstance(event, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            self._error(HTTPStatus.BAD_REQUEST, f"an event is a JSON object: {exc}")
-            return
-        with self.server.status_lock, self.server.status_log.open("a") as out:
-            out.write(json.dumps(event, sort_keys=True) + "\n")
-        self.send_response(HTTPStatus.NO_CONTENT)
-        self.send_header("Content-Length", "0")
+            body = self.rfile.read(length)
+        finally:
+            self.connection.settimeout(None)
+        if len(body) != length:
+            return error_response(HTTPStatus.BAD_REQUEST, "the body ended early", "body")
+        return body
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
         self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
 
     def do_OPTIONS(self) -> None:
         """What the DP allows; an uploader asks first, so that a wrong token fails before any upload."""
@@ -304,7 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
                 start, end = wanted
                 status = HTTPStatus.PARTIAL_CONTENT
             self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", _CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
@@ -371,15 +482,28 @@ def _fsync_dir(path: Path) -> None:
 
 
 def serve(root: Path, bind: str, port: int, status_log: Path | None = None, *, upload_token: str | None = None,
-          max_upload: int | None = None) -> DPServer:
+          max_upload: int | None = None, db: Path | None = None, config: Path | None = None,
+          admin_token: Secret | None = None, public_url: str | None = None) -> DPServer:
     """A started-but-not-serving DPServer; call serve_forever() (or run it in a thread).
 
     With ``upload_token``, PUTs carrying it as a bearer token store files (at most ``max_upload``
-    bytes each, when given).
+    bytes each, when given). ``db`` is the status database (else a temporary one), ``config`` the
+    assignments (else ``DIR/peagent-serve.json`` if there is one), ``admin_token`` lets an
+    administrator approve, postpone and cancel, ``public_url`` is the URL machines reach the
+    server at (else the Host they asked), and ``status_log`` gets a JSON-lines copy of the events.
     """
     if not root.is_dir():
         raise UsageError(f"cannot serve {root}: not a directory")
-    if upload_token is not None and len(upload_token) < 16:
-        raise UsageError("the upload token is too short to keep anyone out: use 16 characters or more "
-                         "(e.g. from `openssl rand -hex 16`)")
-    return DPServer((bind, port), root, status_log, upload_token, max_upload)
+    for name, token in (("upload", upload_token), ("admin", admin_token.reveal() if admin_token else None)):
+        if token is not None and len(token) < 16:
+            raise UsageError(f"the {name} token is too short to keep anyone out: use 16 characters or more "
+                             "(e.g. from `openssl rand -hex 16`)")
+    try:
+        return DPServer((bind, port), root, status_log, upload_token, max_upload, db=db, config=config,
+                        admin_token=admin_token, public_url=public_url)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    except AssignmentError as exc:
+        raise UsageError(f"the assignments are wrong: {exc}") from None
+    except ScriptError as exc:
+        raise UsageError(f"--public-url: {exc}") from None

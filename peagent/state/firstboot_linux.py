@@ -7,12 +7,17 @@ shell program into the new OS (``usr/local/lib/peagent/firstboot``) with two one
 * ``peagent-ssh-keygen.service`` (before sshd) runs ``firstboot keys``: ``ssh-keygen -A`` when sshd
   is installed and the deployment left no host key (it removes the image's shared ones);
 * ``peagent-firstboot.service`` (after ``network-online.target`` and sshd, only while
-  ``/var/lib/peagent/firstboot.env`` exists) POSTs one status event
-  ``{"phase": "complete", "message": "first boot complete", "deployment_id", "machine": {"hostname",
-  "machine_id", "macs"}, "time"}`` to ``STATUS_URL`` (with ``Authorization: Bearer $TOKEN`` when a
-  token is set) using curl, else wget, else python3, else bash's ``/dev/tcp`` (plain http only: the
-  demo OS has nothing else), retrying for up to ``PEAGENT_FIRSTBOOT_WAIT`` seconds (60). Then it
-  prints one line to the consoles (``\r\n`` first: a getty prompt may be waiting there)::
+  ``/var/lib/peagent/firstboot.env`` exists) POSTs one status event (schema 1, docs/status.md):
+  ``{"schema": 1, "id": "<deployment id>:complete", "deployment_id", "seq": 1, "source": "firstboot",
+  "phase": "complete", "message": "first boot complete", "level", "machine": {"hostname", "macs",
+  "uuid", "serial", "vendor", "model"}, "retries": 0, "warnings", "data": {"machine_id", "ssh",
+  "addresses", "commands"}, "time", ...}``. Its id is the same on every try, so a retried post that
+  did arrive the first time is recognised as a duplicate; ``level`` is "warning" (with a warning)
+  when the task's first-boot commands failed. It goes to ``STATUS_URL`` (with ``Authorization:
+  Bearer $TOKEN`` when a token is set) using curl, else wget, else python3, else bash's ``/dev/tcp``
+  (plain http only: the demo OS has nothing else), retrying for up to ``PEAGENT_FIRSTBOOT_WAIT``
+  seconds (60). Then it prints one line to the consoles (``\r\n`` first: a getty prompt may be
+  waiting there)::
 
       peagent-firstboot: complete deployment=<id> hostname=<name> machine-id=<id> ssh=<SHA256:...|none>
       addresses=<global CIDRs, comma-joined|none> status=<posted|not posted: reason|no status url>
@@ -67,6 +72,15 @@ json_str() {
     printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"
 }
 
+json_opt() {  # a string, or null when empty
+    if [ -n "$1" ]; then json_str "$1"; else printf null; fi
+}
+
+dmi() {  # an SMBIOS field of this machine (root reads them all), trailing blanks dropped
+    v=$(cat "/sys/class/dmi/id/$1" 2>/dev/null | tr -d '\000-\037')
+    printf '%s' "${v%"${v##*[! ]}"}"
+}
+
 addresses() {
     out=
     if have ip; then
@@ -79,13 +93,36 @@ EOF
     echo "${out:-none}"
 }
 
-macs_json() {
+macs_json() {  # Ethernet MACs only (aa:bb:cc:dd:ee:ff): the event's schema takes no other kind
     out=
+    h='[0-9a-f][0-9a-f]'
     for d in /sys/class/net/*; do
         [ -e "$d/device" ] && [ -r "$d/address" ] || continue
-        out="$out${out:+,}$(json_str "$(cat "$d/address")")"
+        a=$(cat "$d/address")
+        case $a in 00:00:00:00:00:00) continue ;; $h:$h:$h:$h:$h:$h) ;; *) continue ;; esac
+        out="$out${out:+,}$(json_str "$a")"
     done
     printf '[%s]' "$out"
+}
+
+event_json() {  # the schema-1 "complete" event (docs/status.md)
+    uuid=$(dmi product_uuid | tr 'A-F' 'a-f')
+    machine="{\"hostname\":$(json_str "$host"),\"macs\":$(macs_json),\"uuid\":$(json_opt "$uuid")"
+    machine="$machine,\"serial\":$(json_opt "$(dmi product_serial)"),\"vendor\":$(json_opt "$(dmi sys_vendor)")"
+    machine="$machine,\"model\":$(json_opt "$(dmi product_name)")}"
+    level=info warnings=
+    case $commands in failed:*)
+        level=warning
+        warnings=$(json_str "the task's first-boot commands failed (exit status ${commands#failed:})") ;;
+    esac
+    data="{\"machine_id\":$(json_opt "${mid:-}"),\"ssh\":$(json_str "$(fingerprint)")"
+    data="$data,\"addresses\":$(json_str "$(addresses)"),\"commands\":$(json_str "$commands")}"
+    printf '{"schema":1,"id":%s,"deployment_id":%s,"seq":1,"source":"firstboot","time":%s,' \
+        "$(json_str "${DEPLOYMENT_ID:-}:complete")" "$(json_str "${DEPLOYMENT_ID:-}")" "$(now)"
+    printf '"phase":"complete","step":null,"message":"first boot complete","level":"%s","machine":%s,' \
+        "$level" "$machine"
+    printf '"done":null,"total":null,"rate":null,"eta":null,"retries":0,"warnings":[%s],"error":null,' "$warnings"
+    printf '"dp":null,"data":%s}' "$data"
 }
 
 fingerprint() {
@@ -189,9 +226,7 @@ if [ -n "${STATUS_URL:-}" ]; then
     done
     REASON="not tried"
     while :; do
-        machine="{\"hostname\":$(json_str "$host"),\"machine_id\":$(json_str "${mid:-}"),\"macs\":$(macs_json)}"
-        BODY="{\"phase\":\"complete\",\"message\":\"first boot complete\",\"deployment_id\":"
-        BODY="$BODY$(json_str "${DEPLOYMENT_ID:-}"),\"machine\":$machine,\"time\":$(now)}"
+        BODY=$(event_json)
         post_once
         rc=$?
         if [ $rc -eq 0 ]; then status=posted; break; fi

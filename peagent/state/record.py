@@ -8,8 +8,8 @@ Every deployment leaves one small JSON file in the OS it wrote::
 holding the deployment id, the image (name, version, and a digest that names its exact bytes:
 the manifest's sha256 for a peagent image, the image's sha256 otherwise), when, the agent's
 version, the status URL the first boot reports to, and the state the OS was given (secrets
-never: :meth:`MachineState.public`). The status events of the deployment are appended to it by
-the status module, so the machine carries its own history.
+never: :meth:`MachineState.public`), and the deployment's status events (schema 1, peagent.status)
+up to the moment it was written, so the machine carries its own history.
 
 It also makes redeploys cheap: a task with ``"skip_if_deployed": true`` reads the record from
 the disk before anything is written, and does nothing when the image there is the one asked for
@@ -32,6 +32,7 @@ from peagent.inventory import Partition
 RECORD_FORMAT = 1
 RECORD_PATHS = {"linux": "var/lib/peagent/deployment.json", "windows": "ProgramData/peagent/deployment.json"}
 RECORD_LIMIT = 4 << 20  # bytes: a record with its events is small
+EVENTS_BUDGET = 2 << 20  # bytes of events a record keeps (well within RECORD_LIMIT, which a reader enforces)
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,29 @@ class DeploymentRecord:
 
 
 def new_record(deployment_id: str, image: ImageIdentity, *, status_url: str | None,
-               state: dict[str, Any]) -> DeploymentRecord:
+               state: dict[str, Any], events: Sequence[dict[str, Any]] = ()) -> DeploymentRecord:
+    """A record of this deployment now; ``events`` are its status events so far (peagent.status)."""
     return DeploymentRecord(deployment_id=deployment_id, image=image,
                             deployed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            status_url=status_url, state=state)
+                            status_url=status_url, state=state, events=fit_events(events, EVENTS_BUDGET))
+
+
+def fit_events(events: Sequence[dict[str, Any]], budget: int) -> tuple[dict[str, Any], ...]:
+    """The events, within ``budget`` bytes of JSON: when they are too many, a transfer's intermediate
+    progress events go first (its last one stays), then the oldest events."""
+    def size(event: dict[str, Any]) -> int:
+        return len(json.dumps(event)) + 8  # with the record's indentation, roughly
+
+    kept = list(events)
+    if sum(map(size, kept)) <= budget:
+        return tuple(kept)
+    last_of_phase = {e.get("phase"): i for i, e in enumerate(kept) if e.get("done") is not None}
+    kept = [e for i, e in enumerate(kept) if e.get("done") is None or last_of_phase.get(e.get("phase")) == i]
+    total, first = sum(map(size, kept)), 0
+    while first < len(kept) and total > budget:
+        total -= size(kept[first])
+        first += 1
+    return tuple(kept[first:])
 
 
 @dataclass(frozen=True)

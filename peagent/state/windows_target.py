@@ -42,17 +42,20 @@ junctions as symlinks), and the report lines name files, never their content.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from peagent.errors import FilesystemError, ImageError
 from peagent.state.hive import Hive, fold, open_hive, windows_path
 from peagent.state.model import MachineState, Secret
 from peagent.state.sysprep_inf import sysprep_inf
 from peagent.state.unattend import OOBE_WINDOWS_7, OOBE_WINDOWS_8_PLUS, unattend_xml
+from peagent.status.event import Event
 
 CONFIG = "Windows/System32/config"
 ARCHES = {"amd64": "amd64", "x86": "x86", "arm64": "arm64"}
@@ -220,39 +223,57 @@ def _place_sysprep_inf(root: Path, state: MachineState, lines: list[str]) -> Non
                  "sysprep.inf; before Vista no completion report is sent")
 
 
+def complete_event(deployment_id: str) -> dict[str, Any]:
+    """The first boot's "complete" event (schema 1, docs/status.md) as firstboot.ps1 starts from it: the script
+    fills in the machine (hostname, macs, uuid, serial, vendor, model), the message and the time. Its ``id`` is
+    the same on every try, so a post that arrived although its answer was lost counts once."""
+    machine: dict[str, Any] = {"hostname": None, "macs": [], "uuid": None, "serial": None, "vendor": None,
+                               "model": None}
+    return Event(id=f"{deployment_id}:complete", deployment_id=deployment_id, seq=1, source="firstboot", time=0,
+                 phase="complete", message="first boot complete", machine=machine).to_json()
+
+
 def firstboot_powershell(status_url: str | None, deployment_id: str, token: Secret | None) -> str:
     """firstboot.ps1: report the completed first boot to ``status_url`` and delete itself.
 
-    It POSTs ``{"phase": "complete", "message": "first boot of <host> complete", "deployment_id",
-    "machine": {"hostname", "macs"}, "time"}`` as JSON (Invoke-RestMethod, so PowerShell 3: Windows 8
-    and later, or 7 with WMF 3+), with ``Authorization: Bearer <token>`` when given, up to 5 tries,
-    logging to ProgramData\\peagent\\firstboot.log. The token and URL live only in this script, which
-    removes itself whatever the outcome, so the token does not outlive the first boot.
+    It POSTs the :func:`complete_event` with this machine's identity and the time filled in, as JSON
+    (Invoke-RestMethod, so PowerShell 3: Windows 8 and later, or 7 with WMF 3+), with
+    ``Authorization: Bearer <token>`` when given, up to 5 tries, logging to
+    ProgramData\\peagent\\firstboot.log. The token and URL live only in this script, which removes
+    itself whatever the outcome, so the token does not outlive the first boot.
     """
     url = _ps(status_url) if status_url else "$null"
     secret = _ps(token.reveal()) if token is not None else "$null"
+    template = _ps(json.dumps(complete_event(deployment_id), separators=(",", ":")))
     # Values go into single-quoted literals only: a comment or a double-quoted string could be broken out of.
     return f"""# peagent first boot: report that this deployment is complete, then delete this file.
 $ErrorActionPreference = 'Stop'
 $dir = Join-Path $env:ProgramData 'peagent'
 $log = Join-Path $dir 'firstboot.log'
 function Write-Log([string]$text) {{ Add-Content -Path $log -Value ((Get-Date).ToString('s') + ' ' + $text) }}
+function Get-Wmi([string]$class, [string]$property) {{
+    try {{ $value = (Get-WmiObject $class | Select-Object -First 1).$property }} catch {{ $value = $null }}
+    if ($value -ne $null) {{ $value = ([string]$value).Trim() }}
+    if ($value) {{ return $value }} else {{ return $null }}
+}}
 $url = {url}
-$deploymentId = {_ps(deployment_id)}
 $token = {secret}
 try {{
     $hostname = $env:COMPUTERNAME
     $macs = @(Get-WmiObject Win32_NetworkAdapter -Filter 'PhysicalAdapter=True' | Where-Object {{ $_.MACAddress }} |
         ForEach-Object {{ $_.MACAddress.ToLower().Replace('-', ':') }})
     $epoch = New-Object DateTime 1970, 1, 1, 0, 0, 0, ([DateTimeKind]::Utc)
-    $report = @{{
-        phase = 'complete'
-        message = "first boot of $hostname complete"
-        deployment_id = $deploymentId
-        machine = @{{ hostname = $hostname; macs = $macs }}
-        time = [int64]([DateTime]::UtcNow - $epoch).TotalSeconds
-    }}
-    $body = ConvertTo-Json -InputObject $report -Depth 4 -Compress
+    $report = ConvertFrom-Json {template}
+    $report.message = "first boot of $hostname complete"
+    $report.machine.hostname = $hostname
+    $report.machine.macs = $macs
+    $uuid = Get-Wmi 'Win32_ComputerSystemProduct' 'UUID'
+    if ($uuid -ne $null) {{ $report.machine.uuid = $uuid.ToLower() }}
+    $report.machine.serial = Get-Wmi 'Win32_BIOS' 'SerialNumber'
+    $report.machine.vendor = Get-Wmi 'Win32_ComputerSystem' 'Manufacturer'
+    $report.machine.model = Get-Wmi 'Win32_ComputerSystem' 'Model'
+    $report.time = [int64]([DateTime]::UtcNow - $epoch).TotalSeconds
+    $body = ConvertTo-Json -InputObject $report -Depth 5 -Compress
     if ($url -eq $null) {{ Write-Log 'first boot complete; no status URL to report to' }}
     else {{
         [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor 3072  # TLS 1.2

@@ -196,12 +196,17 @@ def task(tmp_path: Path, dp: Site, device: str, layers: list[str], **inplace: ob
 
 
 def run(tmp_path: Path, dp: Site, device: str, layers: list[str] | None = None, **inplace: object) -> list[dict]:
-    events: list[dict] = []
     reporter = Reporter(None)
-    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
     deploy(DeployOptions(task=task(tmp_path, dp, device, ["app1", "app3"] if layers is None else layers, **inplace),
                          keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
-    return events
+    return reporter.events()
+
+
+def deployed(options: DeployOptions, reporter: Reporter) -> list[dict]:
+    """Deploy; the status events this run added (what the DP is sent)."""
+    before = len(reporter.events())
+    deploy(options, reporter)
+    return reporter.events()[before:]
 
 
 def test_the_old_oses_identity_is_captured_before_the_wipe_and_given_to_the_new_one(disk, dp, tmp_path,
@@ -213,10 +218,8 @@ def test_the_old_oses_identity_is_captured_before_the_wipe_and_given_to_the_new_
     doc["state"] = {"migrate": ["computer_name", "ip_address", "admin_password"], "ssh_host_keys": "keep",
                     "timezone": "Europe/Berlin"}
     path.write_text(json.dumps(doc))
-    events: list[dict] = []
-    reporter = Reporter("http://status.invalid/")  # every event is posted: what the DP would see
-    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
-    deploy(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
+    reporter = Reporter(None)  # its journal holds every event: what the DP would be sent
+    events = deployed(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
     with mounted(f"{device}p2", mnt):
         assert (mnt / "etc/hostname").read_text() == "old-host\n"  # migrated, over the image's new-os
         assert "127.0.1.1\told-host" in (mnt / "etc/hosts").read_text()
@@ -244,8 +247,7 @@ def test_the_old_oses_identity_is_captured_before_the_wipe_and_given_to_the_new_
         write(mnt, "etc/planted", "a re-image would delete this")
     doc["skip_if_deployed"] = True
     path.write_text(json.dumps(doc))
-    events.clear()
-    deploy(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
+    events = deployed(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
     skipped = [e["message"] for e in events if e["phase"] == "skipped"]
     assert len(skipped) == 1 and "already runs base + app1 1 + 1" in skipped[0] and "nothing was changed" in skipped[0]
     assert "delete" not in [e["phase"] for e in events]
@@ -254,8 +256,7 @@ def test_the_old_oses_identity_is_captured_before_the_wipe_and_given_to_the_new_
     # Another layer makes it another image: deployed.
     doc["image"]["layers"].append({"manifest": "images/app3/manifest.json"})
     path.write_text(json.dumps(doc))
-    events.clear()
-    deploy(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
+    events = deployed(DeployOptions(task=str(path), keys=(dp.key,), journal_dir=tmp_path / "run"), reporter)
     assert "skipped" not in [e["phase"] for e in events]
     with mounted(f"{device}p2", mnt):
         assert not (mnt / "etc/planted").exists() and (mnt / "etc/app3.conf").exists()

@@ -138,9 +138,7 @@ def driver_store(root: Path) -> None:
 
 def test_the_old_windows_identity_is_captured_before_the_wipe_and_given_to_the_new_one(site, disk, tmp_path) -> None:
     url, digest = site
-    events: list[dict] = []
     reporter = Reporter(None)
-    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
     state = {"migrate": ["computer_name", "user_name", "organization", "product_key", "ip_address", "timezone"],
              "admin_password": ADMIN_PASSWORD, "workgroup": "LAB"}
     path = Path(task(tmp_path, url, digest, disk, state))
@@ -149,6 +147,7 @@ def test_the_old_windows_identity_is_captured_before_the_wipe_and_given_to_the_n
     doc["drivers"] = {"index": "drivers/index.json", "index_sha256": pin}
     path.write_text(json.dumps(doc))
     deploy(DeployOptions(task=str(path), journal_dir=tmp_path / "run"), reporter)
+    events = reporter.events()
     (tmp_path / "check").mkdir()
     with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
         xml = (root / "Windows" / "Panther" / "unattend.xml").read_text()
@@ -187,10 +186,9 @@ def test_the_old_windows_identity_is_captured_before_the_wipe_and_given_to_the_n
 
 def test_the_old_windows_goes_the_new_one_comes_and_alice_s_files_stay(site, disk, tmp_path) -> None:
     url, digest = site
-    events: list[dict] = []
     reporter = Reporter(None)
-    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
     deploy(DeployOptions(task=task(tmp_path, url, digest, disk), journal_dir=tmp_path / "run"), reporter)
+    events = reporter.events()
     (tmp_path / "check").mkdir()
     with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
         # ProgramData/peagent, Panther and Setup hold the deployment record, answer file and first-boot report.
@@ -237,10 +235,9 @@ def test_a_rerun_after_a_cut_apply_resumes_and_brings_the_users_back(site, disk,
         assert "peagent.kept" in os.listdir(root)  # the users wait there
         assert json.loads((root / ".peagent-inplace.json").read_text())["phase"] == "apply"
     monkeypatch.setattr(windows.wim, "apply", real)
-    events: list[dict] = []
     reporter = Reporter(None)
-    reporter._post = lambda event: events.append(vars(event))  # type: ignore[method-assign]
     deploy(DeployOptions(task=task(tmp_path, url, digest, disk), journal_dir=tmp_path / "run"), reporter)
+    events = reporter.events()
     assert any("resuming" in e["message"] and "(at: apply)" in e["message"] for e in events)
     with ntfs.mounted(f"{disk}p1", tmp_path / "check", readonly=True) as root:
         assert sorted(os.listdir(root)) == ["Data", "ProgramData", "Users", "Windows"]

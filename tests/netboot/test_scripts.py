@@ -10,11 +10,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
 from peagent.cmdline import parse_cmdline
-from tests.support.ipxe import Machine
+from tests.support import ipxe
 
 NETBOOT = Path(__file__).resolve().parents[2] / "netboot"
 FIRST = (NETBOOT / "ipxe" / "peagent.ipxe").read_text()
@@ -31,7 +32,30 @@ def dp_files(dp: str, *, kernel: bool = True) -> dict[str, str]:
     return files
 
 
-def ipxe(settings: dict[str, str], files: dict[str, str], **kwargs: object) -> Machine:
+class Machine(ipxe.Machine):
+    """iPXE and a static DP: a URL's query does not change the file served (nginx ignores it), and
+    ``${name:uristring}`` is the setting URI-encoded, as iPXE formats it."""
+
+    def _fetch(self, url: str, base: str) -> tuple[str, str | None]:
+        target, text = super()._fetch(url, base)
+        if text is None and "?" in target:
+            text = self.files.get(target.split("?", 1)[0])
+            if text is not None:
+                self.files[target] = text  # what the chained script's run looks up
+        return target, text
+
+    def _expand(self, line: str) -> str:
+        for name, value in self.settings.items():
+            line = line.replace("${" + name + ":uristring}", quote(value, safe=""))
+        return super()._expand(line.replace(":uristring}", "}"))
+
+
+def fetched(m: Machine, url: str) -> int:
+    """How many times ``url`` was asked for, whatever the query."""
+    return sum(u.split("?", 1)[0] == url for u in m.fetched)
+
+
+def ipxe_machine(settings: dict[str, str], files: dict[str, str], **kwargs: object) -> Machine:
     return Machine(dict(settings), {TFTP: FIRST, **files}, **kwargs)  # type: ignore[arg-type]
 
 
@@ -44,7 +68,7 @@ NO_PROXY = {"platform": "efi", "next-server": PXE}
 @pytest.mark.parametrize("settings", [BIOS_PROXY, UEFI_PROXY, NO_PROXY],
                          ids=["bios-proxy", "uefi-proxy", "dhcp"])
 def test_the_chain_boots_the_pe_from_the_pxe_server(settings: dict[str, str]) -> None:
-    m = ipxe(settings, dp_files(f"http://{PXE}"))
+    m = ipxe_machine(settings, dp_files(f"http://{PXE}"))
     m.run(TFTP)
     assert m.booted is not None, m.echoes
     kernel, cmdline, initrds = m.booted
@@ -56,7 +80,7 @@ def test_the_chain_boots_the_pe_from_the_pxe_server(settings: dict[str, str]) ->
 
 
 def test_the_kernel_line_has_the_consoles_serial_last_and_panic_reboot() -> None:
-    m = ipxe(BIOS_PROXY, dp_files(f"http://{PXE}"))
+    m = ipxe_machine(BIOS_PROXY, dp_files(f"http://{PXE}"))
     m.run(TFTP)
     assert m.booted is not None
     words = m.booted[1].split()
@@ -69,7 +93,7 @@ def test_site_settings_choose_the_dp_task_and_extra_parameters() -> None:
     dp = "http://192.168.5.9:8080"
     site = ("#!ipxe\nset peagent-dp " + dp + "\nset peagent-task " + dp + "/tasks/lab.json\n"
             "set peagent-extra peagent.shell peagent.status=" + dp + "/status\n")
-    m = ipxe(UEFI_PROXY, {f"tftp://{PXE}/peagent-site.ipxe": site, **dp_files(dp)})
+    m = ipxe_machine(UEFI_PROXY, {f"tftp://{PXE}/peagent-site.ipxe": site, **dp_files(dp)})
     m.run(TFTP)
     assert m.booted is not None, m.echoes
     assert m.booted[0] == f"{dp}/pe/vmlinuz"
@@ -82,11 +106,31 @@ def test_site_settings_choose_the_dp_task_and_extra_parameters() -> None:
 
 def test_a_dp_set_before_chaining_wins_and_no_site_file_is_asked_for() -> None:
     dp = "http://10.0.2.2:8080"  # as a QEMU test sets it
-    m = ipxe({**NO_PROXY, "peagent-dp": dp}, dp_files(dp))
+    m = ipxe_machine({**NO_PROXY, "peagent-dp": dp}, dp_files(dp))
     m.run(TFTP)
     assert m.booted is not None
     assert parse_cmdline(m.booted[1]).dps == (dp,)
     assert not any("peagent-site" in url for url in m.fetched)
+
+
+def test_the_dp_is_asked_with_the_machines_identity_unless_the_site_chose_the_task() -> None:
+    # peagent serve decides by the query; iPXE formats mac and uuid itself, free text is URI-encoded.
+    identity = {"mac": "52:54:00:12:34:56", "uuid": "4c4c4544-0042-3510-8052-b2c04f4d3732",
+                "serial": "SN 42/7", "manufacturer": "LENOVO", "product": "ThinkPad T14 & co"}
+    m = ipxe_machine({**BIOS_PROXY, **identity}, dp_files(f"http://{PXE}"))
+    m.run(TFTP)
+    assert m.booted is not None
+    asked = next(u for u in m.fetched if u.startswith(f"http://{PXE}/boot.ipxe"))
+    assert urlsplit(asked).path == "/boot.ipxe"
+    assert parse_qs(urlsplit(asked).query) == {
+        "mac": ["52:54:00:12:34:56"], "uuid": ["4c4c4544-0042-3510-8052-b2c04f4d3732"], "serial": ["SN 42/7"],
+        "vendor": ["LENOVO"], "model": ["ThinkPad T14 & co"]}
+    dp = "http://192.168.5.9:8080"
+    site = f"#!ipxe\nset peagent-dp {dp}\nset peagent-task {dp}/tasks/lab.json\n"
+    m = ipxe_machine({**UEFI_PROXY, **identity}, {f"tftp://{PXE}/peagent-site.ipxe": site, **dp_files(dp)})
+    m.run(TFTP)
+    assert m.booted is not None
+    assert f"{dp}/boot.ipxe" in m.fetched
 
 
 def test_boot_ipxe_alone_finds_the_pxe_server_too() -> None:
@@ -98,25 +142,25 @@ def test_boot_ipxe_alone_finds_the_pxe_server_too() -> None:
 
 
 def test_a_missing_kernel_is_reported_and_retried_not_given_up() -> None:
-    m = ipxe(BIOS_PROXY, dp_files(f"http://{PXE}", kernel=False), max_lines=300)
+    m = ipxe_machine(BIOS_PROXY, dp_files(f"http://{PXE}", kernel=False), max_lines=300)
     assert m.run(TFTP) is None  # still going when the model stopped it
     assert m.booted is None
-    assert m.fetched.count(f"http://{PXE}/pe/vmlinuz") >= 3
+    assert fetched(m, f"http://{PXE}/pe/vmlinuz") >= 3
     assert any("could not boot the PE" in e for e in m.echoes)
 
 
 def test_an_unreachable_dp_is_retried_and_a_key_gives_a_shell() -> None:
-    m = ipxe(BIOS_PROXY, {}, max_lines=200)
+    m = ipxe_machine(BIOS_PROXY, {}, max_lines=200)
     assert m.run(TFTP) is None
-    assert m.fetched.count(f"http://{PXE}/boot.ipxe") >= 3
+    assert fetched(m, f"http://{PXE}/boot.ipxe") >= 3
     assert any("could not fetch or run" in e for e in m.echoes)
-    m = ipxe(BIOS_PROXY, {}, max_lines=200, key_pressed=True)
+    m = ipxe_machine(BIOS_PROXY, {}, max_lines=200, key_pressed=True)
     m.run(TFTP)
     assert m.shells >= 1
 
 
 def test_no_next_server_anywhere_says_so() -> None:
-    m = ipxe({"platform": "efi"}, {})
+    m = ipxe_machine({"platform": "efi"}, {})
     m.run(TFTP)
     assert m.booted is None
     assert any("no DP" in e for e in m.echoes)

@@ -13,6 +13,12 @@ namespace::
 
     Nginx(site_dir, work=public, ns=pxe_ns, port=80, address=None)   # as a PXE site's DP
 
+The block also proxies the status API, the per-machine boot script and the dashboard to
+``peagent serve`` at 127.0.0.1:8080, its production upstream, which is left as it is: a test of
+those paths runs nginx and peagent serve in one network namespace of its own (``ns``), where that
+address is free and private (tests/netboot/test_nginx_dp.py). On the host's loopback the proxied
+paths answer 502 unless something listens there.
+
 Its workers run as ``nobody`` (nginx drops privileges as in production), so whatever it serves
 must be world-readable: pytest's own temporary directories are not (they are root-only), hence the
 default of a fresh directory made for the purpose; :func:`world_readable_dir` makes more. The error

@@ -39,3 +39,14 @@ def test_rate_follows_a_stall_within_the_window() -> None:
 
 def test_snapshot_without_rate_has_no_eta() -> None:
     assert Snapshot(done=0, total=10, rate=0.0, elapsed=0.0).eta is None
+
+
+def test_only_the_finishing_snapshot_is_final() -> None:
+    clock, seen = Clock(), []
+    p = Progress(30 * MIB, seen.append, interval=1.0, clock=clock)
+    for _ in range(3):
+        clock.now += 1.0
+        p.add(10 * MIB)
+    last = p.finish()
+    assert [s.final for s in seen] == [False, False, False, True]
+    assert last is seen[-1] and last.done == 30 * MIB

@@ -79,7 +79,7 @@ def test_full_task_is_normalised() -> None:
     (task(dps="http://dp1"), "dps", "a list of http(s) URLs", '"http://dp1"'),
     (task(machine={"mac": "52:54:00"}), "machine.mac", "a MAC address like 52:54:00:12:34:56", '"52:54:00"'),
     (task(machine={"uuid": "nope"}), "machine.uuid", "an SMBIOS UUID like 4c4c4544-0042-...", '"nope"'),
-    (task(id="-bad"), "id", "1-128 letters, digits and ._:- starting with a letter or digit", '"-bad"'),
+    (task(id="-bad"), "id", "1-64 letters, digits and ._:- starting with a letter or digit", '"-bad"'),
     (task(target={"allow_overwrite": "yes"}), "target.allow_overwrite", "true or false", '"yes"'),
     (task(target={"hints": {"colour": "red"}}), "target.hints.colour",
      "a hint key, one of size, model, vendor, serial, wwn, wwn_with_extension, wwn_vendor_extension, "
@@ -118,3 +118,47 @@ def test_unknown_field_is_refused_with_a_suggestion() -> None:
 def test_long_found_values_are_shortened() -> None:
     exc = error(task(after="x" * 500))
     assert len(exc.found) <= 60
+
+
+# The status section -------------------------------------------------------------------------------------------------
+
+TOKEN = "tok-0123456789abcdef"
+
+
+def test_the_status_section_is_optional_and_its_token_a_secret() -> None:
+    bare = parse_task(task())
+    assert bare.status.url is None and bare.status.token is None
+    t = parse_task(task(status={"url": "https://dp/api/v1/events", "token": TOKEN}))
+    assert t.status.url == "https://dp/api/v1/events"
+    assert t.status.token is not None and t.status.token.reveal() == TOKEN
+    assert TOKEN not in repr(t) and TOKEN not in str(t.status)
+    assert parse_task(task(status={"token": TOKEN})).status.url is None  # the PE's peagent.status= is used
+    assert parse_task(task(status={"url": None, "token": None})).status == bare.status  # as peagent serve may say
+
+
+def test_a_deployment_id_fits_a_status_event() -> None:
+    assert parse_task(task(id="a" * 64)).deployment_id == "a" * 64
+    assert error(task(id="a" * 65)).field == "id"
+
+
+TOKEN_RULE = "a bearer token of 16-512 printable ASCII characters without spaces"
+
+
+@pytest.mark.parametrize(("status", "field", "expected", "found"), [
+    ({"url": "ftp://dp/events"}, "status.url", "an http:// or https:// URL", '"ftp://dp/events"'),
+    ({"url": 5}, "status.url", "the http(s) URL status events are posted to, or null", "5"),
+    ({"token": "short-secret-15"}, "status.token", TOKEN_RULE, "15 characters (too short to be hard to guess)"),
+    ({"token": ""}, "status.token", TOKEN_RULE, "0 characters (too short to be hard to guess)"),
+    ({"token": "x" * 513}, "status.token", TOKEN_RULE, "513 characters"),
+    ({"token": "has a space in it, 20+"}, "status.token", TOKEN_RULE, "a space, a control or a non-ASCII character"),
+    ({"token": 1234567890123456789}, "status.token", TOKEN_RULE, "a number"),
+    ({"token": ["secret-secret-secret"]}, "status.token", TOKEN_RULE, "a list"),
+    ({"url": "http://dp/e", "tokn": TOKEN}, "status.tokn", "one of the fields url, token",
+     "unknown field (did you mean 'token'?)"),
+    ("http://dp/e", "status", "an object with url and token", '"http://dp/e"'),
+])
+def test_status_section_errors_never_show_the_token(status: object, field: str, expected: str, found: str) -> None:
+    exc = error(task(status=status))
+    assert (exc.field, exc.expected, exc.found) == (field, expected, found)
+    for secret in ("short-secret-15", "has a space", "secret-secret-secret", "1234567890123456789"):
+        assert secret not in str(exc)

@@ -65,12 +65,18 @@ def make_dp(workdir: Path, overrides: dict | None = None, *, raw_task: str | Non
     return root, image
 
 
+# The status token of the tests' static tasks: `peagent serve` accepts a deployment's events with the token
+# its task file (in the DP's tasks/) carries; the status URL comes from the PE's peagent.status=.
+STATUS = {"token": "vm-test-status-token-0001"}
+
+
 def image_task(image: bytes, **overrides: object) -> dict:
     """A valid task deploying ``image`` (as make_dp serves it), with top-level fields overridden."""
     task = {
         "version": 1,
         "id": "vm-test-0001",
         "image": {"url": "images/test.img.zst", "sha256": sha256(image), "size": len(image)},
+        "status": STATUS,
         "after": "poweroff",
     }
     task.update(overrides)

@@ -1,6 +1,8 @@
 """`make demo`'s scenario, asserted: PXE (UEFI) -> deploy the demo OS with its state -> reboot into it -> the
 new OS is the task's machine (host name, fresh machine-id, new SSH host key, static address) and its first boot
-reports completion to the DP under the same deployment id."""
+reports completion to the DP under the same deployment id. The DP goes down for a while in the middle of the
+image transfer: the transfer resumes, and the status events the PE could not post then arrive later, in order,
+so the DP's timeline runs whole from the PXE boot to the first-boot report."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 from peagent.disk.mount import mounted
 from tests.vm.conftest import BUILD, ROOT
 from tests.vm.demo import DEMO_ADDRESS, DEMO_MAC, run_demo
+
+OUTAGE = 15  # seconds the DP is down during the transfer: longer than the PE's status backoff, shorter than a fetch's retries
 
 
 def inspect_new_os(disk: Path, seen: dict) -> None:
@@ -41,7 +45,8 @@ def test_demo_deploys_and_boots_the_new_os(pe: Path, workdir: Path, netns) -> No
     demo = BUILD / "demo"
     subprocess.run([str(ROOT / "demo/os/build.sh"), str(demo)], check=True)  # a cache hit after `make`
     seen: dict = {}
-    result = run_demo(workdir / "demo", pe, demo, netns.prefix(), after_deploy=lambda disk: inspect_new_os(disk, seen))
+    result = run_demo(workdir / "demo", pe, demo, netns.prefix(), after_deploy=lambda disk: inspect_new_os(disk, seen),
+                      outage=OUTAGE, screenshot=workdir / "dashboard.png")
 
     # What the PE left for the first boot: the task's name, first-boot semantics, no host keys, the address.
     assert seen["hostname"] == "demo-0042\n" and "127.0.1.1\tdemo-0042" in seen["hosts"]
@@ -64,13 +69,29 @@ def test_demo_deploys_and_boots_the_new_os(pe: Path, workdir: Path, netns) -> No
     assert fields["status"] == "posted"
 
     deployment = seen["record"]["deployment_id"]
-    # Every event from the task on, the first boot's included, carries the deployment id (the inventory comes first).
-    assert result.events[0]["phase"] == "inventory"
-    assert {e["deployment_id"] for e in result.events[1:]} == {deployment}
-    phases = [e["phase"] for e in result.events if e["message"] != "progress"]
-    assert phases[:4] == ["inventory", "task", "image", "write"] and phases[-1] == "complete"
-    assert phases.index("done") < phases.index("complete")
-    assert "state" in phases and "boot" in phases
-    complete = result.events[-1]
-    assert complete["machine"]["hostname"] == "demo-0042" and complete["machine"]["machine_id"] == fields["machine-id"]
+    assert deployment == result.deployment_id and re.fullmatch(r"demo-[0-9a-z]+", deployment)
+    events = result.events
+    assert {e["deployment_id"] for e in events} == {deployment}
+    # The timeline: the DP's own events (the PXE boot script, the task handed out), the PE's, the first boot's.
+    sources = [e["source"] for e in events]
+    assert sources == sorted(sources, key=["server", "pe", "firstboot"].index)
+    server = [e for e in events if e["source"] == "server"]
+    assert [e["phase"] for e in server][:2] == ["pxe", "task"]
+    # Every PE event arrived exactly once and in order, the outage notwithstanding: 1, 2, 3, ... without a gap.
+    pe_events = [e for e in events if e["source"] == "pe"]
+    assert [e["seq"] for e in pe_events] == list(range(1, len(pe_events) + 1))
+    assert [e["time"] for e in pe_events] == sorted(e["time"] for e in pe_events)
+    assert result.outage_at is not None
+    assert max(e["retries"] for e in pe_events) > 0  # the transfer felt the outage, and retried through it
+    phases = [e["phase"] for e in pe_events if e["done"] is None]
+    assert phases[:2] == ["inventory", "task"], phases
+    for earlier, later in (("task", "image"), ("image", "write"), ("write", "state"), ("state", "done")):
+        assert phases.index(earlier) < phases.index(later), phases
+    assert any(e["phase"] == "write" and e["done"] is not None for e in pe_events)  # progress with bytes
+    # The new OS carries the PE's events in its record, and the first boot closed the deployment.
+    assert [e["id"] for e in seen["record"]["events"]] == [e["id"] for e in pe_events[:len(seen["record"]["events"])]]
+    complete = events[-1]
+    assert complete["source"] == "firstboot" and complete["phase"] == "complete"
+    assert complete["machine"]["hostname"] == "demo-0042" and complete["data"]["machine_id"] == fields["machine-id"]
+    assert (workdir / "dashboard.png").stat().st_size > 10_000
     print(f"\nfigure: demo PXE+deploy {result.deploy_seconds:.0f} s, new OS up after {result.first_boot_seconds:.0f} s")

@@ -107,7 +107,7 @@ def test_a_corrupt_image_is_never_reported_as_deployed(pe, workdir, netns, start
     assert (f"error [verify.mismatch]: sha256 of the {IMAGE_SIZE} bytes of test.img.zst is {sha256(image)}; "
             f"expected {wrong['image']['sha256']} (given)") in vm.console
     assert "done" not in [e["phase"] for e in events]
-    assert events[-1]["phase"] == "failed" and events[-1]["error_code"] == "verify.mismatch"
+    assert events[-1]["phase"] == "failed" and events[-1]["error"]["code"] == "verify.mismatch"
 
 
 def test_debug_shell_instead_of_power_off_on_failure(pe, workdir, netns, start_vm) -> None:

@@ -23,7 +23,7 @@ from tests.support.dp import DPProcess
 from tests.support.kmod import make_module
 from tests.vm.conftest import BUILD, ROOT
 from tests.vm.demo import signed_image
-from tests.vm.pe import blank_disk, direct, exit_status
+from tests.vm.pe import STATUS, blank_disk, direct, exit_status
 from tests.vm.qemu import VM, Drive, Machine
 
 DISK_SERIAL = "DRIVERS-DISK-01"
@@ -60,7 +60,7 @@ def test_the_matching_driver_is_injected_and_loads_at_first_boot(pe: Path, workd
                       "first_boot_commands": [
                           "echo \"peagent-test: $(grep '^e1000 ' /proc/modules)\" > /dev/ttyS0",
                           "echo \"peagent-test-nvme: $(modinfo -F filename nvme)\" > /dev/ttyS0"]},
-            "after": "reboot"}
+            "status": STATUS, "after": "reboot"}
     (dp / "tasks").mkdir()
     (dp / "tasks/default.json").write_text(json.dumps(task))
     disk = blank_disk(workdir / "disk.img", 2 << 30)

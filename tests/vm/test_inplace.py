@@ -22,7 +22,7 @@ from pathlib import Path
 from peagent.image.sign import generate_keys
 from tests.support.dp import DPProcess
 from tests.vm.conftest import BUILD, ROOT
-from tests.vm.pe import direct, exit_status
+from tests.vm.pe import STATUS, direct, exit_status
 from tests.vm.qemu import Drive, Machine
 
 SERIAL = "INPLACE-DISK-01"
@@ -105,7 +105,7 @@ def test_an_in_place_reimage_keeps_the_user_files_and_boots_the_new_os(pe, workd
     dp_root = workdir / "dp"
     (dp_root / "tasks").mkdir(parents=True)
     (dp_root / "images").symlink_to((made / "images").resolve())
-    task = {"version": 1, "id": "inplace-vm-1", "after": "reboot",
+    task = {"version": 1, "id": "inplace-vm-1", "after": "reboot", "status": STATUS,
             "target": {"hints": {"serial": SERIAL}, "inplace": {"headroom": "16MiB"}},
             "image": {"manifest": "images/base/manifest.json", "layers": [{"manifest": "images/layer/manifest.json"}]}}
     (dp_root / "tasks/default.json").write_text(json.dumps(task))
@@ -118,7 +118,7 @@ def test_an_in_place_reimage_keeps_the_user_files_and_boots_the_new_os(pe, workd
         vm.expect(r"power: reboot", 60)
         vm.wait_exit(60)
         events = dp.events()
-    phases = [e["phase"] for e in events if e.get("message") != "progress"]
+    phases = [e["phase"] for e in events if e["done"] is None]
     assert phases.index("inplace") < phases.index("delete") < phases.index("apply") < phases.index("done")
 
     nvram = workdir / "OVMF_VARS.fd"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ import requests
 
 from peagent.errors import UsageError
 from peagent.fetch import RangeReader
-from peagent.server.dp import MAX_EVENT, DPServer, serve
+from peagent.server.dp import DPServer, serve
 
 BLOB = bytes(range(256)) * 4096  # 1 MiB
 
@@ -95,18 +94,6 @@ def test_the_agent_reads_through_it(dp: DPServer) -> None:
     with RangeReader([dp.url + "images/a.img"]) as r:
         assert r.read() == BLOB
 
-
-def test_status_events_are_logged_and_bad_ones_refused(dp: DPServer, tmp_path: Path) -> None:
-    event = {"phase": "write", "deployment_id": "d1"}
-    assert requests.post(dp.url + "status", json=event, timeout=5).status_code == 204
-    assert requests.post(dp.url + "status", data=b"{nope", timeout=5).status_code == 400
-    assert requests.post(dp.url + "status", json=[1], timeout=5).status_code == 400
-    big = requests.post(dp.url + "status", data=b"x" * (MAX_EVENT + 1), timeout=5)
-    assert big.status_code == 413
-    assert requests.post(dp.url + "other", json=event, timeout=5).status_code == 404
-    lines = (tmp_path / "status.jsonl").read_text().splitlines()
-    assert [json.loads(x) for x in lines] == [event]
-    assert requests.get(dp.url + "images/a.img", timeout=5).status_code == 200  # still serving
 
 
 def test_serving_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from peagent.state import firstboot_linux as fb
 from peagent.state.linux_target import LinuxImage, describe_linux, hosts_text, place_linux
 from peagent.state.model import HostKey, Interface, MachineState, Secret
 from peagent.state.netconfig_linux import LinuxStateError
+from peagent.status import validate_event
 
 HASH = "$6$saltsalt$Ey0bP2Ei0kq1pJ8QH9ZUCq7P9nmn1a1oXG5n8A7Gx6Q1eXY3bHkmJr2t3pZ0x9nT4gk2Yq7H8pA5e6.9Tq3b1"
 PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAsecretkeymaterial\n-----END OPENSSH PRIVATE KEY-----"
@@ -328,7 +329,7 @@ def placed(tmp_path: Path, env: dict[str, str]) -> Path:
 
 def test_firstboot_posts_with_bash_dev_tcp(tmp_path: Path, sandbox_path: str, status_server) -> None:
     url, got = status_server
-    root = placed(tmp_path, {"STATUS_URL": url, "DEPLOYMENT_ID": 'd-7 "x"', "TOKEN": TOKEN})
+    root = placed(tmp_path, {"STATUS_URL": url, "DEPLOYMENT_ID": "d-7", "TOKEN": TOKEN})
     console = tmp_path / "console"
     keys = run_firstboot(root, sandbox_path, console, "keys")  # peagent-ssh-keygen.service: sshd, no keys
     assert keys.returncode == 0, keys.stderr
@@ -340,14 +341,19 @@ def test_firstboot_posts_with_bash_dev_tcp(tmp_path: Path, sandbox_path: str, st
     assert headers["Authorization"] == f"Bearer {TOKEN}"
     assert headers["Content-Type"] == "application/json"
     event = json.loads(body)
-    assert event["phase"] == "complete" and event["message"] == "first boot complete"
-    assert event["deployment_id"] == 'd-7 "x"'
-    assert event["machine"]["machine_id"] == "0123456789abcdef0123456789abcdef"
+    assert validate_event(event) == event  # schema 1, every field present
+    assert (event["id"], event["deployment_id"], event["seq"], event["source"]) == ("d-7:complete", "d-7", 1,
+                                                                                    "firstboot")
+    assert (event["phase"], event["message"], event["level"], event["warnings"]) == (
+        "complete", "first boot complete", "info", [])
     assert event["machine"]["hostname"] == os.uname().nodename
+    assert set(event["machine"]) == {"hostname", "macs", "uuid", "serial", "vendor", "model"}
     assert isinstance(event["machine"]["macs"], list) and isinstance(event["time"], int)
     fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(root / "etc/ssh/ssh_host_ed25519_key.pub")],
                                  capture_output=True, text=True, check=True).stdout.split()[1]
-    line = (f'peagent-firstboot: complete deployment=d-7 "x" hostname={os.uname().nodename} '
+    assert event["data"] == {"machine_id": "0123456789abcdef0123456789abcdef", "ssh": fingerprint,
+                             "addresses": "none", "commands": "none"}
+    line = (f"peagent-firstboot: complete deployment=d-7 hostname={os.uname().nodename} "
             f"machine-id=0123456789abcdef0123456789abcdef ssh={fingerprint} addresses=none commands=none status=posted")
     assert result.stdout.splitlines()[-1] == line
     assert console.read_bytes() == f"\r\n{line}\r\n".encode()
@@ -371,6 +377,22 @@ def test_the_tasks_first_boot_commands_run_once_and_are_reported(tmp_path: Path,
     assert not (root / fb.COMMANDS_PATH).exists()
 
 
+def test_failed_first_boot_commands_make_the_report_a_warning(tmp_path: Path, sandbox_path: str,
+                                                              status_server) -> None:
+    url, got = status_server
+    root = tmp_path / "booted"
+    write(root, "usr/lib/systemd/systemd")
+    place_linux(root, describe_linux(root), MachineState(first_boot_commands=("exit 3",)), deployment_id="d-11",
+                record=b"{}", firstboot_env={"STATUS_URL": url, "DEPLOYMENT_ID": "d-11"})
+    result = run_firstboot(root, sandbox_path, tmp_path / "console")
+    assert "commands=failed:3 status=posted" in result.stdout
+    event = json.loads(got[0][1])
+    assert validate_event(event) == event
+    assert (event["level"], event["warnings"]) == ("warning", ["the task's first-boot commands failed (exit status 3)"])
+    assert event["data"]["machine_id"] == "uninitialized" and event["data"]["commands"] == "failed:3"  # as placed
+    assert "Authorization" not in got[0][0]  # no token given
+
+
 @pytest.mark.parametrize("tool", ["curl", "wget", "python3"])
 def test_firstboot_posts_with_the_first_tool_there(tmp_path: Path, sandbox_path: str, status_server, tool: str) -> None:
     # python3 may be a pyenv shim here, which needs more than the sandbox has: the interpreter itself.
@@ -383,6 +405,7 @@ def test_firstboot_posts_with_the_first_tool_there(tmp_path: Path, sandbox_path:
     result = run_firstboot(root, sandbox_path, tmp_path / "console")
     assert result.stdout.splitlines()[-1].endswith("status=posted"), result.stdout + result.stderr
     assert [(h["Authorization"], json.loads(b)["deployment_id"]) for h, b in got] == [(f"Bearer {TOKEN}", "d-10")]
+    validate_event(json.loads(got[0][1]))
 
 
 def test_firstboot_gives_up_after_its_retries(tmp_path: Path, sandbox_path: str) -> None:

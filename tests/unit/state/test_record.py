@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from peagent.inventory import Partition
-from peagent.state.record import DeploymentRecord, FoundRecord, ImageIdentity, already_deployed, new_record, read_record
+from peagent.state.record import (
+    DeploymentRecord,
+    FoundRecord,
+    ImageIdentity,
+    already_deployed,
+    fit_events,
+    new_record,
+    read_record,
+)
 
 IMAGE = ImageIdentity("demo-os", "1.2", "sha256:" + "ab" * 32)
 
@@ -54,3 +62,22 @@ def test_skip_only_on_the_same_digest() -> None:
                                          status_url=None, state={}))
     assert already_deployed([other, same], IMAGE) is same
     assert already_deployed([other, FoundRecord(part, None, "broken")], IMAGE) is None
+
+
+def ev(seq: int, phase: str = "write", done: int | None = None, size: int = 10) -> dict:
+    return {"seq": seq, "phase": phase, "done": done, "message": "m" * size}
+
+
+def test_a_record_keeps_the_events_it_is_given() -> None:
+    events = [ev(1, "task"), ev(2, "write", done=5)]
+    record = new_record("d1", IMAGE, status_url=None, state={}, events=events)
+    assert record.events == tuple(events)
+    assert DeploymentRecord.from_json(record.to_json()).events == tuple(events)
+
+
+def test_too_many_events_lose_the_intermediate_progress_first_then_the_oldest() -> None:
+    events = [ev(1, "task"), *(ev(i, "write", done=i, size=1000) for i in range(2, 12)), ev(12, "verify")]
+    assert fit_events(events, 1 << 20) == tuple(events)
+    kept = fit_events(events, 3000)
+    assert [e["seq"] for e in kept] == [1, 11, 12]  # the transfer's last progress stays
+    assert [e["seq"] for e in fit_events(events, 1200)] == [11, 12]

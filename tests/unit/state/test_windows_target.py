@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ from peagent.state.unattend import OOBE_WINDOWS_7, unattend_xml
 from peagent.state.windows_target import (
     UNATTEND_FILE_VALUE,
     WindowsImage,
+    complete_event,
     describe_windows,
     firstboot_powershell,
     place_windows,
     setup_complete_cmd,
 )
+from peagent.status import validate_event
 from tests.support.hive import software_tree, system_tree, windows_tree
 
 STATE = MachineState(
@@ -218,20 +222,52 @@ def test_place_windows_xp(tmp_path: Path) -> None:
 
 
 def test_firstboot_script_posts_the_json_event() -> None:
-    assert "$url = 'https://dp.example.com/status/d-42'" in SCRIPT
-    assert "$deploymentId = 'd-42'" in SCRIPT and "$token = 'tok-3f9a'" in SCRIPT
+    assert "$url = 'https://dp.example.com/status/d-42'" in SCRIPT and "$token = 'tok-3f9a'" in SCRIPT
     assert "$headers['Authorization'] = 'Bearer ' + $token" in SCRIPT
     assert "-Method Post -Body $body -ContentType 'application/json'" in SCRIPT
-    for part in ("phase = 'complete'", 'message = "first boot of $hostname complete"', "deployment_id = $deploymentId",
-                 "machine = @{ hostname = $hostname; macs = $macs }", "time = [int64]",
-                 "ConvertTo-Json -InputObject $report", "$try -le 5", "firstboot.log",
+    for part in ('$report.message = "first boot of $hostname complete"', "$report.machine.hostname = $hostname",
+                 "$report.machine.macs = $macs", "$report.machine.uuid = $uuid.ToLower()",
+                 "$report.machine.serial = Get-Wmi 'Win32_BIOS' 'SerialNumber'",
+                 "$report.machine.vendor = Get-Wmi 'Win32_ComputerSystem' 'Manufacturer'",
+                 "$report.machine.model = Get-Wmi 'Win32_ComputerSystem' 'Model'", "$report.time = [int64]",
+                 "ConvertTo-Json -InputObject $report -Depth 5", "$try -le 5", "firstboot.log",
                  "Remove-Item -LiteralPath $PSCommandPath"):
         assert part in SCRIPT, part
+
+
+def template(script: str) -> dict:
+    """The event the script starts from: the JSON in its single-quoted ConvertFrom-Json literal."""
+    found = re.search(r"\$report = ConvertFrom-Json '((?:[^']|'')*)'", script)
+    assert found, "no ConvertFrom-Json template"
+    return json.loads(found.group(1).replace("''", "'"))
+
+
+def test_the_complete_event_validates_once_the_script_fills_it_in() -> None:
+    event = template(SCRIPT)
+    assert event == complete_event("d-42")
+    assert (event["id"], event["deployment_id"], event["seq"], event["source"], event["phase"]) == (
+        "d-42:complete", "d-42", 1, "firstboot", "complete")
+    # What the script sets, as PowerShell would: every property it assigns is in the template already.
+    for prop in re.findall(r"\$report\.([a-z_.]+) =", SCRIPT):
+        node = event
+        *parents, last = prop.split(".")
+        for name in parents:
+            node = node[name]
+        assert last in node, prop
+    event["message"] = "first boot of WS-42 complete"
+    event["machine"].update(hostname="WS-42", macs=["52:54:00:12:34:56"], uuid="4c4c4544-0042-3010-8048-b4c04f4e3232",
+                            serial="S1", vendor="LENOVO", model="ThinkPad T14")
+    event["time"] = 1_700_000_000
+    assert validate_event(event) == event
+    event["machine"].update(uuid=None, serial=None, vendor=None, model=None, macs=[])  # WMI had nothing to say
+    assert validate_event(event) == event
 
 
 def test_firstboot_script_without_url_or_token_and_with_quotes() -> None:
     script = firstboot_powershell(None, "it's-42\nRemove-Item C:\\", None)
     assert "$url = $null" in script and "$token = $null" in script and "tok-" not in script
-    assert "$deploymentId = 'it''s-42\nRemove-Item C:\\'" in script  # a line break stays inside the literal
-    assert script.count("Remove-Item C:") == 1
-    assert "$deploymentId = 'a\u2019\u2019b'" in firstboot_powershell(None, "a\u2019b", None)
+    # Whatever the id holds stays inside the single-quoted literal: quotes doubled, a line break kept inside.
+    assert template(script)["deployment_id"] == "it's-42\nRemove-Item C:\\"
+    assert "it''s-42" in script and "\nRemove-Item C:" not in script
+    typographic = firstboot_powershell(None, "a\u2019b", None)  # PowerShell ends a literal at \u2019 too
+    assert "\u2019" not in typographic and template(typographic)["deployment_id"] == "a\u2019b"
