@@ -133,7 +133,10 @@ nmods=$(find "$mdest" -name '*.ko' | wc -l)
 # The overlay (/init, udhcpc hook) and the agent from this working tree.
 cp -a "$here/overlay/." "$root/"
 site="$root/usr/lib/python3/dist-packages"
-(cd "$top" && find peagent -name '*.py' -print0 | xargs -0 -I{} install -D -m 0644 {} "$site/{}")
+# Not peagent/server: a DP (with its SQLite store and dashboard) runs on a server, never in the PE,
+# whose Python is pruned of what the agent does not need (sqlite among it).
+(cd "$top" && find peagent -path peagent/server -prune -o -name '*.py' -print0 |
+    xargs -0 -I{} install -D -m 0644 {} "$site/{}")
 cat > "$root/usr/bin/peagent" <<'EOF'
 #!/usr/bin/python3
 import sys

@@ -136,7 +136,11 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from peagent.server.dp import CONFIG_NAME, serve
+    try:
+        from peagent.server.dp import CONFIG_NAME, serve
+    except ImportError as exc:  # the PE ships the agent only
+        raise UsageError(f"peagent serve is not available here ({exc}): run it on a server with the full "
+                         "peagent package") from None
     from peagent.state.model import Secret
 
     root = Path(args.dir).resolve()

@@ -51,9 +51,10 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from peagent.errors import UsageError
-from peagent.server.api import Api, ConfigSource, Request, Response, error_response
+from peagent.server.api import Api, Request, Response, error_response
 from peagent.server.assign import AssignmentError
 from peagent.server.ipxe import ScriptError
+from peagent.server.ondisk import ConfigSource
 from peagent.server.store import StatusStore, StoreError
 from peagent.state.model import Secret
 from peagent.status.event import MAX_EVENT_BYTES

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from peagent.deploy import load_task
+from peagent.inventory.model import Dmi, Inventory, Nic
 from peagent.state.model import Secret
 from peagent.status.event import Event
 from peagent.status.journal import Journal
@@ -32,6 +34,7 @@ from peagent.status.sender import Sender
 from tests.netboot.conftest import failed
 from tests.netboot.pxesite import PXE_IP, PxeSite
 from tests.support.netns import Netns
+from tests.support.nginx import Nginx
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
@@ -430,11 +433,15 @@ def test_with_peagent_serve_down_nginx_answers_502_and_the_agent_keeps_its_event
     assert response.getheader("Content-Type") == "application/json"
     assert response.getheader("Retry-After")
     assert "peagent serve" in json.loads(body)["error"]
-    for path in ("/api/v1/machines", f"/boot.ipxe?mac={MAC}", "/"):
+    for path in ("/api/v1/machines", f"/api/v1/task?mac={MAC}", "/"):
         assert get(path)[0].status == 502, path
-    # What needs no decision is still served: a machine can boot and fetch.
-    response, body = get("/boot.ipxe")
-    assert (response.status, body) == (200, b"#!ipxe\n")
+    # What needs no decision is still served: a machine can boot and fetch. The per-machine boot
+    # script falls back to the static one (the PE then meets the 502 above when it asks for its task,
+    # and stops there: a 5xx is never a reason to take the static task files).
+    for path in ("/boot.ipxe", f"/boot.ipxe?mac={MAC}"):
+        response, body = get(path)
+        assert (response.status, body) == (200, b"#!ipxe\n"), path
+        assert response.getheader("Cache-Control") == "no-store", path
     response, body = get("/pe/vmlinuz")
     assert (response.status, body) == (200, BLOB)
 
@@ -450,3 +457,26 @@ def test_with_peagent_serve_down_nginx_answers_502_and_the_agent_keeps_its_event
     assert journal.sent() == 3
     stored = [e["id"] for e in timeline(get, task["id"]) if e["source"] == "pe"]
     assert stored == [e["id"] for e in journal.events()]
+
+
+def test_nginx_alone_is_a_whole_dp_the_agent_takes_the_static_tasks() -> None:
+    """``$peagent_serve`` off: the proxied paths are 404 (not 502), so the agent, asking its DP's rules
+    first as always, falls back to the task files by MAC; the per-machine boot script is the static one."""
+    with Nginx(serve=False) as dp:
+        (dp.root / "tasks").mkdir()
+        image = {"url": "images/a.img.zst", "sha256": "0" * 64}
+        (dp.root / "tasks" / "default.json").write_text(json.dumps({"version": 1, "id": "everyone", "image": image}))
+        (dp.root / "tasks" / "52-54-00-12-34-56.json").write_text(json.dumps({"version": 1, "id": "this-one",
+                                                                               "image": image}))
+        (dp.root / "boot.ipxe").write_text("#!ipxe\n")
+        for path in ("/api/v1/task?mac=52:54:00:12:34:56", "/status", "/api/v1/events", "/ui/app.js"):
+            conn = http.client.HTTPConnection("127.0.0.1", dp.port, timeout=10)
+            conn.request("POST" if path in ("/status", "/api/v1/events") else "GET", path, body=b"{}")
+            assert conn.getresponse().status == 404, path
+        conn = http.client.HTTPConnection("127.0.0.1", dp.port, timeout=10)
+        conn.request("GET", f"/boot.ipxe?mac={MAC}")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"#!ipxe\n")
+        inventory = Inventory(nics=(Nic(name="eth0", mac=MAC),), dmi=Dmi(product_uuid=str(uuid.uuid4())))
+        task, source = load_task(None, (dp.url,), inventory)
+    assert (task.deployment_id, source) == ("this-one", dp.url + "tasks/52-54-00-12-34-56.json")

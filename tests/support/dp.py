@@ -88,6 +88,15 @@ class DPProcess:
         return f"http://127.0.0.1:{self.port}/"
 
     def __enter__(self) -> DPProcess:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`stop`: same directory, same database) and wait until it serves."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "peagent", "serve", str(self.root), "--bind", "127.0.0.1",
@@ -100,14 +109,15 @@ class DPProcess:
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if "serving" in line:
-                return self
+                # Keep reading its log, so that a chatty server never blocks on a full pipe.
+                threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+                return
             if not line and self.proc.poll() is not None:
                 break
-        self.__exit__(None, None, None)
+        self.stop()
         raise RuntimeError(f"peagent serve did not start (exit {self.proc.poll()})")
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

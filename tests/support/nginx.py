@@ -62,13 +62,18 @@ def world_readable_dir(prefix: str = "peagent-nginx-") -> Path:
     return path
 
 
-def server_block(root: Path, port: int = 80, address: str | None = None, source: Path = SERVER_BLOCK) -> str:
+def server_block(root: Path, port: int = 80, address: str | None = None, source: Path = SERVER_BLOCK,
+                 serve: bool = True) -> str:
     """The shipped server block with its root (and listen port, or address and port) substituted.
 
     With ``address`` the server listens on that address only (IPv4 or [IPv6]) instead of every
-    address of the host, which is what keeps a test on loopback.
+    address of the host, which is what keeps a test on loopback. ``serve=False`` switches the
+    block's ``$peagent_serve`` to off, as a site without ``peagent serve`` does: nginx is the whole DP.
     """
     block = source.read_text()
+    if not serve:
+        block, count = re.subn(r'(map "" \$peagent_serve \{\s*default) on;', r"\1 off;", block)
+        assert count == 1, f"{source} should switch peagent serve with one map"
     block, count = re.subn(r"(?m)^(\s*root)\s+\S+;", rf"\1 {root};", block)
     assert count == 1, f"{source} should have exactly one root directive"
     listens = re.findall(r"(?m)^\s*listen\s+(\S+)(.*);", block)
@@ -89,10 +94,10 @@ def server_block(root: Path, port: int = 80, address: str | None = None, source:
 
 
 def nginx_config(work: Path, root: Path, port: int = 80, address: str | None = None,
-                 log_dir: Path | None = None) -> Path:
+                 log_dir: Path | None = None, serve: bool = True) -> Path:
     """A main nginx.conf in ``work`` around the shipped server block, serving ``root``; logs in ``log_dir``."""
     log_dir = log_dir or work
-    (work / "peagent-dp.conf").write_text(server_block(root, port, address))
+    (work / "peagent-dp.conf").write_text(server_block(root, port, address, serve=serve))
     user = "user nobody nogroup;" if os.geteuid() == 0 else ""
     conf = work / "nginx.conf"
     conf.write_text(f"""
@@ -126,7 +131,9 @@ class Nginx:
     name = "nginx"
 
     def __init__(self, root: Path | None = None, *, work: Path | None = None, port: int | None = None,
-                 address: str | None = "127.0.0.1", ns: Netns | None = None, log_dir: Path | None = None) -> None:
+                 address: str | None = "127.0.0.1", ns: Netns | None = None, log_dir: Path | None = None,
+                 serve: bool = True) -> None:
+        self.serve = serve  # False: nginx alone is the DP (the block's $peagent_serve off)
         self._made: list[Path] = []
         self.work = work or self._make_dir("peagent-nginx-work-")
         self.log_dir = log_dir or self.work
@@ -172,7 +179,7 @@ class Nginx:
     def _start(self, port: int) -> None:
         for path in (self.error_log, self.access_log, self.output):
             path.unlink(missing_ok=True)
-        nginx_config(self.work, self.root, port, self.address, self.log_dir)
+        nginx_config(self.work, self.root, port, self.address, self.log_dir, serve=self.serve)
         argv = ["nginx", "-e", str(self.error_log), "-c", str(self.conf)]
         with self.output.open("wb") as out:
             popen = self.ns.popen if self.ns else subprocess.Popen

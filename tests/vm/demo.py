@@ -129,9 +129,9 @@ def run_demo(work: Path, pe: Path, demo: Path, netns_prefix: list[str] | None = 
                 # A progress line of the transfer: the image is being fetched and written right now.
                 outage_at = vm.expect(r"write: [0-9.]+/[0-9.]+ MiB", 900).group(0)
                 say(f"DP outage: stopping the DP for {outage:.0f} s in the middle of the transfer")
-                dp.__exit__(None, None, None)
+                dp.stop()
                 time.sleep(outage)
-                dp.__enter__()
+                dp.start()
                 say("DP back (same directory and status database)")
             status = exit_status(vm, timeout=900)
             if status != 0:

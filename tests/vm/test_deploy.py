@@ -18,7 +18,9 @@ def test_deploy_writes_exactly_the_image_verifies_and_reports(pe, workdir, netns
     with DPProcess(root, netns.prefix()) as dp:
         params = f"peagent.dp={dp.guest_url} peagent.status={dp.guest_url}status"
         vm = start_vm(direct(pe, params, [Drive(disk, "virtio", serial="TARGET01")]))
-        vm.expect(r"task: vm-test-0001 from http://10.0.2.2:8080/tasks/default.json", 120)
+        # peagent serve (no rules: the machine's task file, here tasks/default.json) hands the task out as a
+        # deployment of its own, under the task's id and a suffix, with a status token.
+        task_line = vm.expect(r"task: (vm-test-0001-[0-9a-f]{8}) from http://10.0.2.2:8080/api/v1/task\?mac=", 120)
         vm.expect(r"verify: sha256 of the image matches \(given\)", 120)
         assert exit_status(vm) == 0
         vm.expect(r"power: reboot", 30)
@@ -27,11 +29,15 @@ def test_deploy_writes_exactly_the_image_verifies_and_reports(pe, workdir, netns
     data = disk.read_bytes()
     assert data[:IMAGE_SIZE] == image
     assert data[IMAGE_SIZE:] == bytes(DISK_SIZE - IMAGE_SIZE)
-    phases = [e["phase"] for e in events]
+    assert [e["source"] for e in events[:1]] == ["server"] and events[0]["phase"] == "task"  # the hand-out
+    events = [e for e in events if e["source"] == "pe"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    phases = [e["phase"] for e in events if e["done"] is None]
     assert phases[:4] == ["inventory", "task", "image", "write"]
     assert phases[-3:] == ["verify", "state", "done"]
+    assert any(e["phase"] == "write" and e["done"] == e["total"] == IMAGE_SIZE for e in events)
     assert events[-2]["message"].startswith("no state, record or boot entry: the written image must hold exactly one OS")
-    assert all(e["deployment_id"] == "vm-test-0001" for e in events[1:])
+    assert {e["deployment_id"] for e in events} == {task_line.group(1)}
     assert events[0]["machine"]["macs"] == ["52:54:00:12:34:56"]
 
 
@@ -111,7 +117,7 @@ def test_a_corrupt_image_is_never_reported_as_deployed(pe, workdir, netns, start
 
 
 def test_debug_shell_instead_of_power_off_on_failure(pe, workdir, netns, start_vm) -> None:
-    root, _ = make_dp(workdir, raw_task="{not json")
+    root, _ = make_dp(workdir, raw_task=json.dumps({"version": 1, "image": {"url": 5}}))  # invalid: exit 2
     with DPProcess(root, netns.prefix()) as dp:
         vm = start_vm(direct(pe, f"peagent.dp={dp.guest_url} peagent.shell"))
         assert exit_status(vm) == 2

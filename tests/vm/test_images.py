@@ -45,7 +45,7 @@ def test_a_power_cut_mid_write_is_completed_by_the_next_boot(pe, workdir, netns,
     # cache=none: what the guest had not flushed is lost, as on a real power cut.
     disk = Drive(blank_disk(workdir / "target.img", 128 << 20), "virtio", serial="T1", cache="none")
     slow = [Fault("slow", rate=512 << 10, times=None, path=BLOB)]  # per connection; 4 connections
-    with Nginx(root, work=workdir / "nginx", ns=netns, address="127.0.0.1") as dp, \
+    with Nginx(root, work=workdir / "nginx", ns=netns, address="127.0.0.1", serve=False) as dp, \
             FaultProxy(dp.url, slow, ns=netns, port=8080) as proxy:
         params = f"peagent.dp=http://10.0.2.2:8080/ peagent.key={key}"
         vm = start_vm(direct(pe, params, [disk]), name="cut")
@@ -71,7 +71,7 @@ def test_an_image_signed_by_an_untrusted_key_is_refused_before_writing(pe, workd
     root, _, _, _ = signed_image_dp(workdir)
     other = generate_keys(workdir / "other").to_text()
     disk = blank_disk(workdir / "target.img", 128 << 20)
-    with Nginx(root, work=workdir / "nginx", ns=netns, port=8080, address="127.0.0.1"):
+    with Nginx(root, work=workdir / "nginx", ns=netns, port=8080, address="127.0.0.1", serve=False):
         vm = start_vm(direct(pe, f"peagent.dp=http://10.0.2.2:8080/ peagent.key={other}", [Drive(disk, "virtio")]))
         assert exit_status(vm) == 6
     assert "error [image.signature]: the manifest is signed by key" in vm.console

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from peagent.server import api as api_module
+from peagent.server import ondisk
 from peagent.server.dp import DPServer
 from tests.support.dp import api_events, embedded_dp
 
@@ -160,7 +161,7 @@ def test_a_static_tasks_token_is_accepted_for_its_id(dp: DPServer, site: Path, m
     assert post(dp, event("static-1", 1, "boot", machine=machine), STATIC_TOKEN).json()["accepted"] == 1
     assert post(dp, event("static-1", 2), "wrong-token-0123456789").status_code == 401
     assert post(dp, event("static-2", 1), STATIC_TOKEN).status_code == 401  # the token of another id
-    monkeypatch.setattr(api_module, "STATIC_RESCAN", 0.0)
+    monkeypatch.setattr(ondisk, "STATIC_RESCAN", 0.0)
     (site / "tasks" / "more").mkdir()
     (site / "tasks" / "more" / "new.json").write_text(json.dumps({"id": "static-2",
                                                                    "status": {"token": "another-token-0123456789"}}))
