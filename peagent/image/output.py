@@ -164,19 +164,23 @@ class HttpPut:
         url = self.location + MANIFEST
         try:
             allowed = self.session.options(url, timeout=_TIMEOUT)
+            self._check_token(url, allowed)
             r = self.session.head(url, timeout=_TIMEOUT)
         except requests.RequestException as exc:
             raise UploadError(f"cannot reach the DP at {self.location}: {exc}") from None
-        refused = next((x.status_code for x in (allowed, r) if x.status_code in (401, 403)), None)
-        if refused is not None:
-            raise UploadError(f"{url}: HTTP {refused}: the DP refuses the upload token (give the token the DP "
-                              "was started with)")
+        self._check_token(url, r)
         methods = allowed.headers.get("Allow")
         if allowed.ok and methods is not None and "PUT" not in methods.upper():
             raise UploadError(f"{self.location} does not accept uploads (it allows {methods}); "
                               "start it with an upload token (peagent serve --upload-token)")
         if r.status_code == 200 and not self.overwrite:
             raise UsageError(f"{url} exists: an image is already there; choose another version, or overwrite it")
+
+    @staticmethod
+    def _check_token(url: str, response: requests.Response) -> None:
+        if response.status_code in (401, 403):
+            raise UploadError(f"{url}: HTTP {response.status_code}: the DP refuses the upload token (give the token "
+                              "the DP was started with)")
 
     def _body(self) -> Iterator[bytes]:
         while True:

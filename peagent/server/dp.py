@@ -226,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         for name, value in response.headers:
             self.send_header(name, value)
-        self.end_headers()
+        self._end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
@@ -454,6 +454,12 @@ class _Handler(BaseHTTPRequestHandler):
             return "unsatisfiable"
         return start, end
 
+    def _end_headers(self) -> None:
+        if self.close_connection:
+            # Say so: a client that keeps the connection for its next request would find it closed under it.
+            self.send_header("Connection", "close")
+        self.end_headers()
+
     def _error(self, status: HTTPStatus, message: str, body: bool = True,
                headers: dict[str, str] | None = None) -> None:
         data = (message + "\n").encode()
@@ -462,7 +468,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
+        self._end_headers()
         if body:
             self.wfile.write(data)
 

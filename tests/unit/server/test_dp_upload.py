@@ -67,6 +67,16 @@ def test_no_token_or_a_wrong_one_is_401_and_nothing_is_written(dp: DPServer) -> 
     assert not (dp.root / "x.bin").exists()
 
 
+def test_a_refused_token_closes_the_connection_and_says_so(dp: DPServer) -> None:
+    """A client that reuses its connection (an uploader's preflight, then its next request) must know it is gone."""
+    with requests.Session() as session:
+        r = session.options(dp.url + "x/manifest.json", headers={"Authorization": "Bearer wrong-token-0123456789"},
+                            timeout=5)
+        assert (r.status_code, r.headers["Connection"]) == (401, "close")
+        assert session.head(dp.url + "x/manifest.json", timeout=5).status_code == 404  # a new connection, not an error
+
+
+
 @pytest.mark.parametrize("path", ["/../outside.bin", "/images/../../outside.bin", "/a/%2e%2e/%2e%2e/outside.bin",
                                   "/", "/images/"])
 def test_paths_out_of_the_directory_or_naming_no_file_are_refused(dp: DPServer, path: str) -> None:
