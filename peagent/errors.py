@@ -35,6 +35,19 @@ class PeagentError(Exception):
     exit_status = 1
 
 
+class FieldError(ValueError):
+    """Bad input the server side meets (an event, its configuration, a request's parameters): which field,
+    what was expected, what was found. Subclasses name the kind of field in :attr:`subject`."""
+
+    subject = ""
+
+    def __init__(self, field: str, expected: str, found: str) -> None:
+        self.field = field
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{self.subject}{field}: expected {expected}, found {found}")
+
+
 class TaskError(PeagentError):
     """The task document (or a boot parameter) is invalid: names the field, expectation and finding."""
 

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from peagent.errors import describe
+from peagent.errors import FieldError, describe
 
 UNKNOWN_POLICIES = ("default", "refuse")
 MATCH_KEYS = ("mac", "uuid", "serial", "vendor", "model", "group")
@@ -57,24 +57,14 @@ _CONFIG_KEYS = ("unknown", "default_task", "groups", "rules", "retry_after")
 _RULE_KEYS = ("name", "match", "task", "once", "approve")
 
 
-class AssignmentError(ValueError):
+class AssignmentError(FieldError):
     """The assignment configuration is wrong: which field, what was expected, what was found."""
 
-    def __init__(self, field: str, expected: str, found: str) -> None:
-        self.field = field
-        self.expected = expected
-        self.found = found
-        super().__init__(f"{field}: expected {expected}, found {found}")
 
-
-class IdentityError(ValueError):
+class IdentityError(FieldError):
     """A machine's identity (the query of a task request) is malformed: which parameter, and why."""
 
-    def __init__(self, field: str, expected: str, found: str) -> None:
-        self.field = field
-        self.expected = expected
-        self.found = found
-        super().__init__(f"parameter {field}: expected {expected}, found {found}")
+    subject = "parameter "
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from peagent.errors import describe
+from peagent.errors import FieldError, describe
 
 SCHEMA = 1
 MAX_EVENT_BYTES = 64 << 10  # the whole event, as compact UTF-8 JSON
@@ -38,14 +38,10 @@ ERROR_CODE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
-class EventError(ValueError):
+class EventError(FieldError):
     """A received event does not follow schema 1: names the field, what was expected and what was found."""
 
-    def __init__(self, field: str, expected: str, found: str) -> None:
-        self.field = field
-        self.expected = expected
-        self.found = found
-        super().__init__(f"event field {field}: expected {expected}, found {found}")
+    subject = "event field "
 
 
 @dataclass(frozen=True)

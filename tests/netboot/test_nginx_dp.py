@@ -13,8 +13,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,6 +31,7 @@ from peagent.status.journal import Journal
 from peagent.status.sender import Sender
 from tests.netboot.conftest import failed
 from tests.netboot.pxesite import PXE_IP, PxeSite
+from tests.support.dp import DPProcess
 from tests.support.netns import Netns
 from tests.support.nginx import Nginx
 
@@ -104,53 +103,14 @@ def get(ask: Callable) -> Callable:
     return lambda path, **headers: ask("GET", path, **headers)
 
 
-class Serve:
-    """``peagent serve`` on the DP directory nginx serves, at the block's upstream, in the PXE namespace."""
-
-    def __init__(self, site: PxeSite, work: Path) -> None:
-        self.site, self.work = site, work
-        self.log = work / "peagent-serve.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        argv = [sys.executable, "-m", "peagent", "serve", str(self.site.public / "dp"), "--bind", UPSTREAM[0],
-                "--port", str(UPSTREAM[1]), "--db", str(self.work / "status.sqlite")]
-        with self.log.open("ab") as out:
-            self.proc = self.site.pxe_ns.popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                               cwd=ROOT)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.site.pxe_ns.call(socket.create_connection, UPSTREAM, 1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"peagent serve did not start: {' '.join(argv)}\n{self.text()}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 @pytest.fixture
-def serve(site: PxeSite, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Serve]:
-    """peagent serve running behind nginx (stopped, and its log shown on failure, at the end)."""
-    server = Serve(site, tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def serve(site: PxeSite, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DPProcess]:
+    """peagent serve on the DP directory nginx serves, at the block's upstream, in the PXE namespace
+    (stopped, and its log shown on failure, at the end)."""
+    with DPProcess(site.public / "dp", site.pxe_ns.prefix(), port=UPSTREAM[1], db=tmp_path / "status.sqlite") as server:
+        yield server
     if failed(request):
-        print(f"----- peagent serve log -----\n{server.text()}")
+        print("----- peagent serve log -----\n" + "".join(server.output))
 
 
 @contextlib.contextmanager
@@ -325,7 +285,7 @@ def timeline(get: Callable, deployment_id: str) -> list[dict[str, Any]]:
     return json.loads(body)["events"]
 
 
-def test_events_posted_through_nginx_are_stored_once(serve: Serve, get, ask) -> None:
+def test_events_posted_through_nginx_are_stored_once(serve: DPProcess, get, ask) -> None:
     task = hand_out_task(get)
     # The status URL leads back to nginx (port 80, so none written), not to peagent serve's own address.
     assert task["status"]["url"] == f"http://{PXE_IP}/api/v1/events"
@@ -345,7 +305,7 @@ def test_events_posted_through_nginx_are_stored_once(serve: Serve, get, ask) -> 
         (1, "boot", None), (2, "fetch", 10), (3, "write", None)]
 
 
-def test_a_wrong_token_is_refused_through_nginx(serve: Serve, get, ask) -> None:
+def test_a_wrong_token_is_refused_through_nginx(serve: DPProcess, get, ask) -> None:
     task = hand_out_task(get)
     forged = {**task, "status": {**task["status"], "token": "not-" + task["status"]["token"]}}
     response, body = post_events(ask, forged, [event(task["id"], 1, "boot")])
@@ -357,7 +317,7 @@ def test_a_wrong_token_is_refused_through_nginx(serve: Serve, get, ask) -> None:
 
 
 def test_a_batch_up_to_the_servers_limit_passes_and_a_bigger_one_is_refused_by_nginx(
-        serve: Serve, site: PxeSite, get, ask) -> None:
+        serve: DPProcess, site: PxeSite, get, ask) -> None:
     task = hand_out_task(get)
     # 100 events of ~40 KB: a body just under 4 MiB, which nginx must hand over whole.
     big = [event(task["id"], seq, data={"log": "x" * 40_000}) for seq in range(1, 101)]
@@ -373,7 +333,7 @@ def test_a_batch_up_to_the_servers_limit_passes_and_a_bigger_one_is_refused_by_n
     assert "client intended to send too large body" in site.nginx.text()  # nginx's refusal, not peagent serve's
 
 
-def test_the_per_machine_boot_script_comes_from_peagent_serve(serve: Serve, get) -> None:
+def test_the_per_machine_boot_script_comes_from_peagent_serve(serve: DPProcess, get) -> None:
     response, body = get(f"/boot.ipxe?mac={MAC}")
     assert response.status == 200
     assert response.getheader("Cache-Control") == "no-store"
@@ -386,7 +346,7 @@ def test_the_per_machine_boot_script_comes_from_peagent_serve(serve: Serve, get)
     assert response.getheader("ETag")
 
 
-def test_the_dashboard_is_proxied_with_its_own_headers(serve: Serve, get) -> None:
+def test_the_dashboard_is_proxied_with_its_own_headers(serve: DPProcess, get) -> None:
     response, body = get("/")
     assert response.status == 200
     assert response.getheader("Content-Type", "").startswith("text/html")
@@ -398,7 +358,7 @@ def test_the_dashboard_is_proxied_with_its_own_headers(serve: Serve, get) -> Non
 
 
 @pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/machines"])
-def test_api_answers_are_never_cached(serve: Serve, get, path: str) -> None:
+def test_api_answers_are_never_cached(serve: DPProcess, get, path: str) -> None:
     response, body = get(path)
     assert response.status == 200
     assert response.getheader("Content-Type") == "application/json"
@@ -424,7 +384,7 @@ def test_the_proxy_tells_peagent_serve_who_asked_and_how(site: PxeSite, ask) -> 
 
 
 def test_with_peagent_serve_down_nginx_answers_502_and_the_agent_keeps_its_events(
-        serve: Serve, client: Netns, get, ask) -> None:
+        serve: DPProcess, client: Netns, get, ask) -> None:
     task = hand_out_task(get)
     serve.stop()
 

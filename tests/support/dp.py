@@ -78,6 +78,7 @@ class DPProcess:
         self.admin_token_file = admin_token_file
         self.public_url = public_url
         self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []  # what the server logged, over all its starts
 
     @property
     def guest_url(self) -> str:
@@ -108,9 +109,10 @@ class DPProcess:
         assert self.proc.stderr is not None
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
+            self.output.append(line)
             if "serving" in line:
-                # Keep reading its log, so that a chatty server never blocks on a full pipe.
-                threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+                # Keep reading its log (for a failing test to show), so that it never blocks on a full pipe.
+                threading.Thread(target=self.output.extend, args=(self.proc.stderr,), daemon=True).start()
                 return
             if not line and self.proc.poll() is not None:
                 break

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from peagent.server.assign import Identity, machine_key
-from peagent.server.dp import DPServer, serve
+from peagent.server.dp import DPServer
 from peagent.server.store import StatusStore
-from peagent.state.model import Secret
 from peagent.status.event import Event, validate_event
+from tests.support.dp import embedded_dp
 
 CHROMIUM = "/usr/bin/chromium"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -184,10 +183,5 @@ def dashboard_server(work: Path) -> Iterator[DPServer]:
     root = work / "dp"
     (root / "tasks").mkdir(parents=True, exist_ok=True)
     (root / "tasks" / "default.json").write_text(json.dumps({"id": "win11", "image": {"url": IMAGE}}))
-    server = serve(root, "127.0.0.1", 0, db=work / "status.sqlite", admin_token=Secret(ADMIN_TOKEN))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
+    with embedded_dp(root, db=work / "status.sqlite", admin_token=ADMIN_TOKEN) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
